@@ -1,0 +1,43 @@
+"""Generate descriptions for a fixed, seeded set of held-out prompts, batched with left padding."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from evaluation.config import GenerationConfig
+
+
+def choose(rows: list[dict], cfg: GenerationConfig) -> list[dict]:
+    """The same held-out rows for every trial of a sweep (seeded), so outputs compare side by side."""
+    rows = sorted(rows, key=lambda r: (r["product"], r["description"]))
+    return random.Random(cfg.seed).sample(rows, min(cfg.num_prompts, len(rows)))
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_size: int = 8) -> list[str]:
+    """Continuations of `prompts` (prompt text stripped), at most `cfg.max_new_tokens` tokens each."""
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    torch.manual_seed(cfg.seed)
+    outputs: list[str] = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(device)
+            kwargs = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.do_sample else {}
+            out = model.generate(
+                **enc, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
+                repetition_penalty=cfg.repetition_penalty, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id, use_cache=True, **kwargs,
+            )
+            new = out[:, enc["input_ids"].shape[1] :]
+            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    return outputs

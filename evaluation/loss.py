@@ -1,0 +1,71 @@
+"""Loss on response tokens only, computed the same way for training, evaluation and the base model.
+
+The output head runs only on positions whose next token is a response token, in chunks under
+activation checkpointing, so a 32k-vocabulary logits tensor for the whole batch never exists
+(the "chunked cross-entropy" that keeps memory flat). Perplexity is exp(mean response-token loss).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+CHUNK = 4096
+
+
+def _head_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def _decoder_and_head(model):
+    """The transformer body and the output head, seen through a peft wrapper if there is one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def response_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token losses over response positions, and how many there are."""
+    device = next(p for p in model.parameters()).device
+    labels = batch["labels"]
+    targets_mask = labels[:, 1:] != -100
+    n = int(targets_mask.sum())
+    inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "labels"}
+    decoder, head = _decoder_and_head(model)
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, :-1]
+    mask = targets_mask.to(device, non_blocking=True)
+    hidden, targets = hidden[mask], labels[:, 1:].to(device, non_blocking=True)[mask]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], CHUNK):
+        h, t = hidden[i : i + CHUNK], targets[i : i + CHUNK]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_head_loss, head, h, t, use_reentrant=False)
+        else:
+            total = total + _head_loss(head, h, t)
+    return total, n
+
+
+@torch.no_grad()
+def eval_loss_sums(model, batches: list[dict]) -> tuple[float, int]:
+    """(loss sum, token count) over `batches` in eval mode; callers may sum these across workers."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        loss, n = response_loss_sum(model, batch)
+        total += float(loss)
+        count += n
+    model.train(was_training)
+    return total, count
+
+
+def loss_metrics(total: float, count: int) -> dict[str, float]:
+    """eval_loss (mean over response tokens) and perplexity = exp(eval_loss)."""
+    mean = total / max(count, 1)
+    return {"eval_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "eval_tokens": count}
+
+
+def evaluate_loss(model, batches: list[dict]) -> dict[str, float]:
+    return loss_metrics(*eval_loss_sums(model, batches))

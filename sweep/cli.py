@@ -1,0 +1,183 @@
+"""`qlora-sweep`: one entry point with subcommands (train, run, resume, plan, report, eval, ...).
+
+User mistakes (`ConfigError`) print one line naming the field, the value and what is allowed, and
+exit with status 2; tracebacks are left for our own bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from evaluation.errors import ConfigError
+
+QUICKSTART = "quickstart.yaml"
+
+
+def _examples_dir() -> Path:
+    """examples/ beside the package (source checkout) — the README's main job lives there."""
+    here = Path(__file__).resolve().parent.parent / "examples"
+    return here if here.is_dir() else Path(str(resources.files("sweep"))) / "examples"
+
+
+def _add_sets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field by dotted path, e.g. --set lora.r=16 (repeatable)")
+
+
+def cmd_train(a) -> int:
+    from trainables.config import load_trial_config
+    from trainables.reporting import PrintReporter
+    from trainables.trial import run_trial
+
+    cfg = load_trial_config(a.config, a.sets)
+    out = a.output or cfg.output_dir or "qlora-train-output"
+    reporter = PrintReporter(out, keep=cfg.training.keep_checkpoints, resume=not a.fresh)
+    started = time.perf_counter()
+    final = run_trial(cfg, reporter)
+    print(f"\ntrained {cfg.model.path} ({cfg.quantization.bits}-bit, r={cfg.lora.r}, "
+          f"{cfg.lora.target_modules}) in {time.perf_counter() - started:.0f}s")
+    print(f"eval loss {final['base_eval_loss']:.4f} (base) -> {final['eval_loss']:.4f}; "
+          f"perplexity {final['perplexity']:.2f}; trainable params {final['trainable_params']:,}")
+    print(f"adapter: {reporter.checkpoint_dir(final['step']) / 'adapter'}")
+    return 0
+
+
+def cmd_run(a) -> int:
+    from sweep.config import load_sweep_config
+    from sweep.session import run_and_summarize
+
+    path = a.config or str(_examples_dir() / QUICKSTART)
+    return run_and_summarize(load_sweep_config(path, a.sets))
+
+
+def cmd_resume(a) -> int:
+    from sweep.runner import experiment_config
+    from sweep.session import run_and_summarize
+
+    return run_and_summarize(experiment_config(a.experiment), restore=True)
+
+
+def cmd_plan(a) -> int:
+    from sweep.config import load_sweep_config
+    from sweep.plan import render_plan
+
+    cfg = load_sweep_config(a.config, a.sets)
+    print(render_plan(cfg, a.gpu_memory_gb or cfg.resources.gpu_memory_gb or 80.0))
+    return 0
+
+
+def cmd_report(a) -> int:
+    from sweep.report import build_report
+    from sweep.runner import experiment_config
+
+    cfg = experiment_config(a.experiment)
+    md, html = build_report(cfg.tracking_uri(), cfg.name, Path(a.experiment))
+    print(f"report: {md}\n        {html}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from trainables.config import load_trial_config
+    from trainables.evaluate import evaluate_adapter
+
+    cfg = load_trial_config(a.config, a.sets)
+    print(json.dumps(evaluate_adapter(cfg, a.adapter), indent=1))
+    return 0
+
+
+def cmd_judge_check(a) -> int:
+    from trainables.config import load_trial_config
+    from trainables.judging import calibrate_judge
+
+    cfg = load_trial_config(a.config, a.sets)
+    print(json.dumps(calibrate_judge(cfg), indent=1))
+    return 0
+
+
+def cmd_fetch_model(a) -> int:
+    from trainables.builtin_models import resolve_model_path
+
+    print(resolve_model_path(a.name, fetch=True))
+    return 0
+
+
+def cmd_submit(a) -> int:
+    from cluster.submit import submit
+
+    return submit(a.config, a.sets, a.address, follow=a.follow)
+
+
+def cmd_jobs(a) -> int:
+    from cluster.submit import jobs
+
+    return jobs(a.action, a.job_id, a.address)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qlora-sweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="run one trial without Ray and print a summary")
+    t.add_argument("config", nargs="?", help="trial YAML (default: built-in defaults, SmolLM2-135M)")
+    t.add_argument("--output", help="output directory (checkpoints, adapter)")
+    t.add_argument("--fresh", action="store_true", help="ignore checkpoints in the output directory")
+    _add_sets(t)
+    t.set_defaults(fn=cmd_train)
+    r = sub.add_parser("run", help="run a sweep (local Ray, or the cluster in RAY_ADDRESS)")
+    r.add_argument("config", nargs="?", help=f"sweep YAML (default: examples/{QUICKSTART})")
+    _add_sets(r)
+    r.set_defaults(fn=cmd_run)
+    rs = sub.add_parser("resume", help="resume an interrupted sweep")
+    rs.add_argument("experiment", help="experiment directory (storage_path/name)")
+    rs.set_defaults(fn=cmd_resume)
+    pl = sub.add_parser("plan", help="validate a sweep and print parameters and memory per combination")
+    pl.add_argument("config")
+    pl.add_argument("--gpu-memory-gb", type=float, default=None)
+    _add_sets(pl)
+    pl.set_defaults(fn=cmd_plan)
+    rp = sub.add_parser("report", help="write report.md and report.html for an experiment")
+    rp.add_argument("experiment")
+    rp.set_defaults(fn=cmd_report)
+    ev = sub.add_parser("eval", help="evaluate a saved adapter like a trial")
+    ev.add_argument("--adapter", required=True)
+    ev.add_argument("--config", required=False)
+    _add_sets(ev)
+    ev.set_defaults(fn=cmd_eval)
+    jc = sub.add_parser("judge-check", help="score the judge on a calibration set")
+    jc.add_argument("config", nargs="?")
+    _add_sets(jc)
+    jc.set_defaults(fn=cmd_judge_check)
+    fm = sub.add_parser("fetch-model", help="fetch and convert a built-in model into the cache")
+    fm.add_argument("name", choices=["smollm2-135m", "tiny"])
+    fm.set_defaults(fn=cmd_fetch_model)
+    sb = sub.add_parser("submit", help="submit a sweep to a Ray cluster (Job Submission SDK)")
+    sb.add_argument("config")
+    sb.add_argument("--address", default=None, help="http://HEAD:8265 (default: $RAY_ADDRESS)")
+    sb.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
+    _add_sets(sb)
+    sb.set_defaults(fn=cmd_submit)
+    jb = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    jb.add_argument("action", choices=["status", "logs", "stop"])
+    jb.add_argument("job_id")
+    jb.add_argument("--address", default=None)
+    jb.set_defaults(fn=cmd_jobs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as err:
+        print(f"qlora-sweep: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

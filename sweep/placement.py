@@ -1,0 +1,52 @@
+"""How much of a node one trial asks Ray for: CPUs, a GPU share from the memory estimate, workers.
+
+Several trials share one GPU when the estimate allows (Ray packs fractional GPU requests onto the
+same device); a trial that needs more than one GPU runs as Ray Train workers.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray import tune
+
+from sweep.config import SweepConfig
+from sweep.plan import plan_rows
+
+MAX_PER_GPU = 8
+
+
+def gpu_memory_gb(cfg: SweepConfig) -> float:
+    if cfg.resources.gpu_memory_gb:
+        return cfg.resources.gpu_memory_gb
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 2**30
+    except Exception:  # noqa: BLE001 - a driver without CUDA simply uses the default
+        pass
+    return 80.0
+
+
+def auto_gpu_share(cfg: SweepConfig) -> float:
+    """1/k of a GPU where k trials of the largest combination fit (at most 8), else a whole GPU."""
+    rows = plan_rows(cfg, gpu_memory_gb(cfg))
+    per_gpu = min(min(r["trials_per_gpu"] for r in rows), MAX_PER_GPU)
+    return 1.0 / per_gpu if per_gpu >= 1 else 1.0
+
+
+def gpu_share(cfg: SweepConfig) -> float:
+    if cfg.resources.gpu != "auto":
+        return float(cfg.resources.gpu)
+    has_gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    return auto_gpu_share(cfg) if has_gpus else 0.0
+
+
+def trial_resources(cfg: SweepConfig):
+    """Resources of one trial: a dict for one worker, a placement group for Ray Train workers."""
+    gpu = gpu_share(cfg)
+    n = cfg.resources.workers_per_trial
+    if n == 1:
+        return {"cpu": cfg.resources.cpu, "gpu": gpu}
+    # The Tune trial itself only coordinates; its Ray Train workers ask for the real resources.
+    return tune.PlacementGroupFactory([{"CPU": 0.1}] + [{"CPU": cfg.resources.cpu, "GPU": gpu}] * n)

@@ -1,0 +1,143 @@
+"""Run a sweep with Ray Tune: OptunaSearch (seeded TPE) suggests, ASHA stops, Ray places trials.
+
+This is the only module that adapts our config to Ray Tune's classes; everything Ray-specific
+that a trial needs (the reporter) is in `sweep/tune_reporter.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from evaluation.errors import ConfigError
+from sweep.config import SweepConfig
+from sweep.placement import trial_resources
+from sweep.space import trial_config, tune_space
+from sweep.tracking import MlflowTrialCallback, finish_sweep_run, log_calibration, start_sweep_run, trial_run_id
+from sweep.tune_reporter import rung_metric, run_tune_trial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOutcome:
+    experiment_path: str
+    best: dict | None  # {"trial_id", "config", "metrics", "checkpoint"}
+    finished: int
+    failed: int
+    errors: dict[str, str]
+    parent_run_id: str | None
+    report: tuple | None = None
+
+
+def connect_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster named by RAY_ADDRESS (ray job submit sets it) or start a local instance."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def _searcher(cfg: SweepConfig) -> OptunaSearch:
+    s = cfg.search
+    sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=max(2, len(s.initial_points)))
+    if s.metric2:
+        sampler = optuna.samplers.NSGAIISampler(seed=s.seed)
+        return OptunaSearch(metric=[s.metric, s.metric2], mode=[s.mode, s.mode2], sampler=sampler,
+                            points_to_evaluate=s.initial_points or None)
+    return OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler, points_to_evaluate=s.initial_points or None)
+
+
+def _scheduler(cfg: SweepConfig, reports_per_trial: int):
+    sch = cfg.search.scheduler
+    if sch.type == "none":
+        return None
+    metric = rung_metric(cfg)
+    return ASHAScheduler(
+        metric=metric, mode=cfg.search.mode if metric == cfg.search.metric else "min", time_attr="training_iteration",
+        max_t=max(reports_per_trial, sch.grace_period), grace_period=sch.grace_period,
+        reduction_factor=sch.reduction_factor,
+    )
+
+
+def reports_per_trial(cfg: SweepConfig) -> int:
+    """ASHA's rungs are our eval intervals: one Tune iteration per report."""
+    t = cfg.training
+    if t.max_steps:
+        return -(-t.max_steps // t.eval_interval)
+    return 10**6  # epoch-bounded trials: no fixed horizon, ASHA uses its rungs only
+
+
+def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool):
+    trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump())
+    trainable = tune.with_resources(trainable, trial_resources(cfg))
+    callbacks = [MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
+    path = str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
+    if restore:
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                  restart_errored=False, param_space=tune_space(cfg.search.space))
+    run_config = tune.RunConfig(
+        name=cfg.name, storage_path=cfg.storage(), callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
+        verbose=1,
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=_searcher(cfg), scheduler=_scheduler(cfg, reports_per_trial(cfg)),
+        num_samples=cfg.search.num_samples, max_concurrent_trials=cfg.search.max_concurrent_trials,
+    )
+    return tune.Tuner(trainable, param_space=tune_space(cfg.search.space), tune_config=tune_config, run_config=run_config)
+
+
+def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep to the end; failed trials are recorded, never fatal to the others."""
+    connect_ray()
+    uri = cfg.tracking_uri()
+    parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
+    if calibration:
+        log_calibration(uri, parent, calibration)
+    results = _tuner(cfg, parent, restore).fit()
+    errors = {Path(r.path).name: _first_line(r.error) for r in results if r.error}
+    finished = [r for r in results if not r.error and r.metrics.get("done")]
+    best = _best(cfg, finished)
+    if best:
+        best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
+    finish_sweep_run(uri, parent)
+    return SweepOutcome(results.experiment_path, best, len(finished), len(errors), errors, parent)
+
+
+def _best(cfg: SweepConfig, finished) -> dict | None:
+    metric, sign = cfg.search.metric, (1 if cfg.search.mode == "min" else -1)
+    scored = [r for r in finished if isinstance(r.metrics.get(metric), (int, float))]
+    if not scored:
+        return None
+    r = min(scored, key=lambda r: sign * r.metrics[metric])
+    params = {k: v for k, v in r.config.items()}
+    return {"trial_id": r.metrics.get("trial_id"), "params": params, "metrics": r.metrics,
+            "config": trial_config(cfg.trial_dict(), params).model_dump(),
+            "checkpoint": r.checkpoint.path if r.checkpoint else None}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1][:300] if text else type(err).__name__
+
+
+def experiment_config(path: str) -> SweepConfig:
+    """The sweep config saved with an experiment (for `resume` and `report`)."""
+    from sweep.config import load_sweep_config
+
+    saved = Path(path) / "sweep_config.yaml"
+    if not saved.is_file():
+        raise ConfigError("EXPERIMENT", path, "an experiment directory written by `qlora-sweep run`")
+    return load_sweep_config(saved)

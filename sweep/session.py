@@ -1,0 +1,101 @@
+"""A whole sweep as a user runs it: save its config, check the judge, run (or resume), register the
+best adapter, write the report, print a summary a person can act on. Exit status 1 if every trial failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import yaml
+
+from sweep.config import SweepConfig
+from sweep.runner import SweepOutcome, run_sweep
+
+log = logging.getLogger(__name__)
+
+
+def experiment_dir(cfg: SweepConfig) -> Path | None:
+    storage = cfg.storage()
+    return None if "://" in storage else Path(storage) / cfg.name
+
+
+def _save_config(cfg: SweepConfig) -> None:
+    """The experiment keeps its own config, so `resume` and `report` need only its directory."""
+    out = experiment_dir(cfg)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+
+def _check_judge(cfg: SweepConfig) -> dict:
+    if cfg.judge.backend == "none" or not cfg.judge.calibrate:
+        return {}
+    from trainables.judging import calibrate_judge
+
+    result = calibrate_judge(cfg)
+    if not result.get("judge_trusted", True):
+        log.warning("judge calibration accuracy %.2f is below judge.min_accuracy %.2f: its scores are not trustworthy",
+                    result.get("judge_accuracy", float("nan")), cfg.judge.min_accuracy)
+    return result
+
+
+def run_and_summarize(cfg: SweepConfig, restore: bool = False) -> int:
+    started = time.perf_counter()
+    _save_config(cfg)
+    calibration = _check_judge(cfg) if not restore else {}
+    outcome = run_sweep(cfg, restore=restore, calibration=calibration)
+    if outcome.best and cfg.tracking.register_best:
+        _register(cfg, outcome)
+    _report(cfg, outcome)
+    print(summary(cfg, outcome, time.perf_counter() - started))
+    return 0 if outcome.finished else 1
+
+
+def _register(cfg: SweepConfig, outcome: SweepOutcome) -> None:
+    from sweep.registry import register_champion
+
+    try:
+        version = register_champion(cfg.tracking_uri(), outcome.best["run_id"], cfg.tracking.model_name or cfg.name,
+                                    merge=cfg.tracking.merge, base_model_dir=outcome.best["config"]["model"]["path"])
+        outcome.best["registered"] = version
+    except Exception as err:  # noqa: BLE001 - the sweep's results stand even if the registry is unreachable
+        log.warning("could not register the best adapter: %s", err)
+
+
+def _report(cfg: SweepConfig, outcome: SweepOutcome) -> None:
+    from sweep.report import build_report
+
+    out = experiment_dir(cfg) or Path.cwd() / cfg.name
+    try:
+        outcome.report = build_report(cfg.tracking_uri(), cfg.name, out, parent_run_id=outcome.parent_run_id)
+    except Exception as err:  # noqa: BLE001 - a report failure must not hide the sweep's result
+        log.warning("could not write the report: %s", err)
+
+
+def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
+    """The final lines: best trial, its config and metrics, its adapter, the base model's eval loss."""
+    lines = [f"\n=== sweep {cfg.name}: {outcome.finished} finished, {outcome.failed} failed, {seconds:.0f}s ==="]
+    for trial, reason in outcome.errors.items():
+        lines.append(f"failed {trial}: {reason}")
+    best = outcome.best
+    if not best:
+        lines.append("no trial finished: nothing to compare (see the failures above)")
+        return "\n".join(lines)
+    m = best["metrics"]
+    lines.append(f"best trial {best['trial_id']} by {cfg.search.metric} ({cfg.search.mode}):")
+    lines += [f"  {k} = {v}" for k, v in best["params"].items()]
+    base, ev = m.get("base_eval_loss"), m.get("eval_loss")
+    if isinstance(base, float) and isinstance(ev, float):
+        lines.append(f"  eval loss: base model {base:.4f} -> best trial {ev:.4f} ({100 * (base - ev) / base:.1f}% lower)")
+    for key in ("perplexity", "judge_score", "trainable_params", "tokens_per_s", "gpu_seconds"):
+        if isinstance(m.get(key), (int, float)):
+            lines.append(f"  {key} = {m[key]:.4g}" if isinstance(m[key], float) else f"  {key} = {m[key]:,}")
+    lines.append(f"  adapter: {best['checkpoint']}/adapter")
+    if best.get("registered"):
+        lines.append(f"  registered: {best['registered']}")
+    if getattr(outcome, "report", None):
+        lines.append(f"report: {outcome.report[1]}")
+    lines.append(f"resume or inspect: qlora-sweep resume {outcome.experiment_path}")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""What runs inside a Ray Tune trial: the trial config for the sampled point, a reporter that hands
+metrics and checkpoints to Ray, and the retry policies a long sweep needs (out of memory, disk full).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from sweep.config import SweepConfig
+from sweep.space import trial_config
+from trainables.config import TrialConfig
+from trainables.memory import FRACTION_ENV
+from trainables.trial import run_trial
+
+log = logging.getLogger(__name__)
+RUNG_METRICS = {"eval_loss", "perplexity", "train_loss", "tokens_per_s", "peak_mem_gb", "gpu_seconds", "elapsed_s"}
+
+
+class TuneReporter:
+    """Reports to Ray Tune; checkpoints are written to a temp dir that Ray copies into storage."""
+
+    def __init__(self, sweep: SweepConfig, share: float):
+        self.sweep, self.share = sweep, share
+
+    def restore_dir(self) -> Path | None:
+        ckpt = tune.get_checkpoint()
+        return Path(ckpt.to_directory()) if ckpt is not None else None
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"qlora-ckpt-{step:07d}-"))
+
+    def report(self, metrics: dict, checkpoint: Path | None) -> None:
+        metrics = {**metrics, "trial_id": tune.get_context().get_trial_id()}
+        metrics["gpu_seconds"] = metrics["elapsed_s"] * self.share  # cost: GPU-seconds (CPU-seconds without GPUs)
+        weights = self.sweep.search.weights
+        if weights and all(isinstance(metrics.get(k), (int, float)) for k in weights):
+            metrics["objective"] = sum(w * metrics[k] for k, w in weights.items())
+        try:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+        finally:
+            if checkpoint is not None:
+                shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def rung_metric(sweep: SweepConfig) -> str:
+    """ASHA compares trials at every report: a metric only known at the end (judge) cannot rank rungs."""
+    s = sweep.search
+    if s.metric in RUNG_METRICS or (s.weights and set(s.weights) <= RUNG_METRICS):
+        return s.metric
+    return "eval_loss"
+
+
+def _halved(cfg: TrialConfig) -> TrialConfig:
+    t = cfg.training.model_copy(update={"batch_size": cfg.training.batch_size // 2, "grad_accum": cfg.training.grad_accum * 2})
+    return cfg.model_copy(update={"training": t})
+
+
+def run_with_retries(cfg: TrialConfig, reporter) -> dict:
+    """Out of memory: retry once with half the micro-batch and twice the accumulation (same effective
+    batch), then fail this trial alone with the reason. A full disk fails the trial with a clear reason."""
+    try:
+        try:
+            return run_trial(cfg, reporter)
+        except torch.OutOfMemoryError as err:
+            if cfg.training.batch_size < 2:
+                raise RuntimeError(f"out of memory at training.batch_size=1: {str(err).splitlines()[0]}") from None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            smaller = _halved(cfg)
+            log.warning("out of memory at batch_size=%d; retrying with batch_size=%d grad_accum=%d",
+                        cfg.training.batch_size, smaller.training.batch_size, smaller.training.grad_accum)
+            try:
+                return run_trial(smaller, reporter)
+            except torch.OutOfMemoryError as again:
+                raise RuntimeError(
+                    f"out of memory at training.batch_size={cfg.training.batch_size} and again at "
+                    f"{smaller.training.batch_size}: {str(again).splitlines()[0]}") from None
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise RuntimeError(f"disk full while writing trial files ({err.filename or 'checkpoint'}): free space "
+                               "or point storage_path at a larger volume") from None
+        raise
+
+
+def run_tune_trial(params: dict, base: dict, sweep: dict) -> None:
+    """Ray Tune's function trainable: one sampled point -> one trial."""
+    sweep_cfg = SweepConfig.model_validate(sweep)
+    cfg = trial_config(base, params)
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    share = assigned.get("GPU") or assigned.get("CPU", 1.0)  # the cost unit: GPU-s, or CPU-s without GPUs
+    if assigned.get("GPU"):
+        os.environ[FRACTION_ENV] = str(min(1.0, assigned["GPU"]))  # lets the trainable size itself
+    if sweep_cfg.resources.workers_per_trial > 1:
+        from sweep.train_workers import run_multi_worker_trial
+
+        run_multi_worker_trial(cfg, sweep_cfg)
+        return
+    run_with_retries(cfg, TuneReporter(sweep_cfg, share))

@@ -1,0 +1,50 @@
+"""Packing gives the same loss as padding, and attention never crosses an example boundary."""
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from evaluation.loss import response_loss_sum
+from trainables.batching import collate
+
+
+def _examples():
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for n, prompt in ((9, 4), (14, 6), (6, 2)):
+        ids = torch.randint(4, 200, (n,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return out
+
+
+def test_packed_loss_equals_unpacked(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    examples = _examples()
+    packed_row = {
+        "input_ids": sum((e["input_ids"] for e in examples), []),
+        "labels": sum((e["labels"] for e in examples), []),
+        "seq_lengths": [len(e["input_ids"]) for e in examples],
+    }
+    with torch.no_grad():
+        packed, n_packed = response_loss_sum(model, collate([packed_row], pad_id=0))
+        padded, n_padded = response_loss_sum(model, collate(examples, pad_id=0))
+    assert n_packed == n_padded == sum(sum(1 for x in e["labels"][1:] if x != -100) for e in examples)
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+
+
+def test_no_attention_across_examples(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    first, second, _ = _examples()
+    row = {"input_ids": first["input_ids"] + second["input_ids"], "labels": first["labels"] + second["labels"],
+           "seq_lengths": [len(first["input_ids"]), len(second["input_ids"])]}
+    batch = collate([row], pad_id=0)
+    changed = dict(batch)
+    changed["input_ids"] = batch["input_ids"].clone()
+    changed["input_ids"][0, : len(first["input_ids"])] = 7  # rewrite the first example entirely
+    with torch.no_grad():
+        a = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        b = model(input_ids=changed["input_ids"], position_ids=changed["position_ids"], use_cache=False).logits
+        alone = model(input_ids=torch.tensor([second["input_ids"]]), use_cache=False).logits
+    start = len(first["input_ids"])
+    torch.testing.assert_close(a[0, start:], b[0, start:])  # the second example never saw the first
+    torch.testing.assert_close(a[0, start:], alone[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(a[0, :start], b[0, :start])  # ...while the first one did change

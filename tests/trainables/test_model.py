@@ -1,0 +1,56 @@
+"""Parameter counts from a config alone, and target-module presets against real module names."""
+
+from pathlib import Path
+
+import pytest
+
+from evaluation.errors import ConfigError
+from trainables.config import LoraConfig, ModelConfig, QuantizationConfig
+from trainables.model import count_trainable_params, load_base_model, resolve_target_modules
+
+OPEN_LLAMA = Path(__file__).resolve().parents[3] / "shared" / "models" / "open_llama_3b_v2"
+
+
+@pytest.mark.parametrize(
+    ("r", "targets", "expected"),
+    [(8, "attention", 2_662_400), (16, "attention", 5_324_800), (8, "all-linear+lm_head", 12_994_560)],
+)
+def test_seed_table_from_config_alone(r, targets, expected):
+    assert (OPEN_LLAMA / "config.json").is_file(), "the seed study's config ships in ../shared/models"
+    assert count_trainable_params(ModelConfig(path=str(OPEN_LLAMA)), LoraConfig(r=r, target_modules=targets)) == expected
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tiny_model_dir):
+    return load_base_model(ModelConfig(path=str(tiny_model_dir)), QuantizationConfig(bits=16))
+
+
+def test_presets_resolve_against_the_model(tiny_base):
+    assert resolve_target_modules(tiny_base, "attention") == ["q_proj", "v_proj"]
+    assert set(resolve_target_modules(tiny_base, "attention-all")) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    with_head = resolve_target_modules(tiny_base, "all-linear+lm_head")
+    assert "lm_head" in with_head and "down_proj" in with_head
+
+
+def test_unknown_module_lists_the_models_linear_layers(tiny_base):
+    with pytest.raises(ConfigError) as err:
+        resolve_target_modules(tiny_base, ["q_proj", "qkv"])
+    assert err.value.field == "lora.target_modules"
+    assert "q_proj" in err.value.allowed and "gate_proj" in err.value.allowed
+
+
+def test_missing_local_path_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="model.path"):
+        load_base_model(ModelConfig(path=str(tmp_path / "absent")), QuantizationConfig(bits=16))
+
+
+def test_remote_code_refused_unless_allowed(tmp_path, tiny_model_dir):
+    import json
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Model"}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="trust_remote_code"):
+        load_base_model(ModelConfig(path=str(tmp_path / "m")), QuantizationConfig(bits=16))

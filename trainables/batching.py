@@ -1,0 +1,63 @@
+"""Micro-batches: which rows go together, in which order, and how they become tensors.
+
+Packed rows hold several examples back to back; `position_ids` restart at 0 for each example and
+no attention mask is passed, which makes transformers build a block-diagonal causal mask (sdpa,
+eager and flex alike), so attention never crosses an example boundary. The order of micro-batches
+is a pure function of (seed, epoch), so a resumed trial sees exactly the batches it would have.
+"""
+
+from __future__ import annotations
+
+import random
+
+import datasets
+import torch
+from trl.data_utils import pack_dataset
+
+
+def pack(ds: datasets.Dataset, max_seq_len: int) -> datasets.Dataset:
+    """Best-fit-decreasing packing (trl's), keeping `seq_lengths` to rebuild per-example positions."""
+    return pack_dataset(ds.select_columns(["input_ids", "labels"]), max_seq_len, strategy="bfd")
+
+
+def micro_batch_plan(n_rows: int, batch_size: int, seed: int, epochs: int) -> list[list[int]]:
+    """Row indices of every micro-batch for `epochs` passes: a fresh seeded permutation each epoch."""
+    plan: list[list[int]] = []
+    for epoch in range(epochs):
+        order = list(range(n_rows))
+        random.Random(seed * 100_003 + epoch).shuffle(order)
+        plan += [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+    return plan
+
+
+def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest row. Packed rows (with `seq_lengths`) get position_ids and no attention mask."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+    if "seq_lengths" not in rows[0]:
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            mask[i, : len(r["input_ids"])] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        lengths = list(r["seq_lengths"]) + ([width - sum(r["seq_lengths"])] if width > sum(r["seq_lengths"]) else [])
+        positions[i] = torch.cat([torch.arange(n) for n in lengths])  # the pad tail is its own segment
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
+def eval_batches(ds: datasets.Dataset, batch_size: int, pad_id: int, limit: int | None = None) -> list[dict]:
+    """Fixed, unpacked eval batches sorted by length (little padding): the same for every trial."""
+    order = sorted(range(len(ds)), key=lambda i: len(ds[i]["input_ids"]))
+    batches = [collate([ds[i] for i in order[j : j + batch_size]], pad_id) for j in range(0, len(order), batch_size)]
+    return batches[:limit] if limit else batches
+
+
+def response_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry loss in a batch (counted on the host: no device sync)."""
+    return int((batch["labels"][:, 1:] != -100).sum())

@@ -1,0 +1,174 @@
+"""Rows -> prompts -> tokens, cached by content hash and shared by every trial on a node.
+
+Loss is on the response tokens only (prompt tokens get label -100). The eval split holds out whole
+products, so a product seen in training never scores the eval. Tokenized splits are stored with
+`datasets` (Arrow, memory-mapped) under a key made of the rows, the tokenizer, the template and the
+length settings: the first trial on a node tokenizes, the others load, guarded by a file lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from filelock import FileLock
+
+from evaluation.errors import ConfigError
+from trainables.builtin_models import cache_dir
+from trainables.config import DataConfig
+from trainables.sample_data import sample_path
+
+ALPACA = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\nCreate a detailed description for the following product: {product}, "
+    "belonging to category: {category}\n\n### Response:\n"
+)
+_READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class PreparedData:
+    """Tokenized train/eval splits plus what a person should know about how they were made."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    eval_rows: list[dict]  # raw held-out rows (for generation and the judge)
+    stats: dict = field(default_factory=dict)
+
+
+def prompt_for(template: str, product: str, category: str) -> str:
+    return (ALPACA if template == "alpaca" else template).format(product=product, category=category)
+
+
+def load_rows(cfg: DataConfig) -> list[dict]:
+    """The raw rows with the configured columns renamed to product/category/description."""
+    source = cfg.source
+    if source == "sample":
+        ds = datasets.load_dataset("json", data_files=str(sample_path()), split="train")
+    elif Path(source).suffix.lower() in _READERS or Path(source).exists():
+        path = Path(source).expanduser()
+        reader = _READERS.get(path.suffix.lower())
+        if not path.is_file() or reader is None:
+            raise ConfigError("data.source", source, "an existing .jsonl, .json, .csv or .parquet file, 'sample' or a hub id")
+        _check_utf8(path, reader)
+        try:
+            ds = datasets.load_dataset(reader, data_files=str(path), split="train")
+        except Exception as err:  # noqa: BLE001 - any parse failure is the user's file, say so
+            raise ConfigError("data.source", source, f"a readable {reader} file", str(err).splitlines()[0][:200]) from None
+    else:
+        try:
+            ds = datasets.load_dataset(source, split=cfg.split)
+        except Exception as err:  # noqa: BLE001 - offline, unknown id, bad split
+            raise ConfigError("data.source", source, "'sample', a local file, or a reachable hub dataset id",
+                              str(err).splitlines()[0][:200]) from None
+    wanted = cfg.columns.model_dump()
+    missing = [f"{key} (column '{col}')" for key, col in wanted.items() if col not in ds.column_names]
+    if missing:
+        raise ConfigError(f"data.columns.{missing[0].split()[0]}", missing, f"columns present: {', '.join(ds.column_names)}")
+    rows = []
+    for raw in ds:
+        row = {key: raw[col] for key, col in wanted.items()}
+        if all(isinstance(v, str) and v.strip() for v in row.values()):
+            rows.append({k: v.strip() for k, v in row.items()})
+    if not rows:
+        raise ConfigError("data.source", source, "a dataset with at least one row whose product, category and description are non-empty")
+    random.Random(cfg.seed).shuffle(rows)
+    return rows[: cfg.max_rows] if cfg.max_rows else rows
+
+
+def _check_utf8(path: Path, reader: str) -> None:
+    """Fail with the byte offset instead of a pyarrow traceback when a text file is not UTF-8."""
+    if reader == "parquet":
+        return
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError("data.source", str(path), "a UTF-8 encoded file", f"invalid byte at offset {err.start}") from None
+
+
+def split_by_product(rows: list[dict], eval_rows: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out whole products until `eval_rows` rows are held out."""
+    products = sorted({r["product"] for r in rows})
+    if len(products) < 2 or eval_rows >= len(rows):
+        raise ConfigError("data.eval_rows", eval_rows, f"fewer than the {len(rows)} rows, leaving at least one product to train on")
+    random.Random(seed).shuffle(products)
+    held: set[str] = set()
+    by_product: dict[str, int] = {}
+    for r in rows:
+        by_product[r["product"]] = by_product.get(r["product"], 0) + 1
+    count = 0
+    for p in products[:-1]:
+        if count >= eval_rows:
+            break
+        held.add(p)
+        count += by_product[p]
+    return [r for r in rows if r["product"] not in held], [r for r in rows if r["product"] in held]
+
+
+def tokenize_row(row: dict, tokenizer, template: str, max_len: int) -> dict:
+    """input_ids and labels for one row: the prompt masked with -100, the response + EOS learned."""
+    prompt = tokenizer(prompt_for(template, row["product"], row["category"]), add_special_tokens=True)["input_ids"]
+    response = tokenizer(row["description"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = prompt + response
+    return {
+        "input_ids": ids[:max_len],
+        "labels": ([-100] * len(prompt) + response)[:max_len],
+        "overlong": len(ids) > max_len,
+        "prompt_only": len(prompt) >= max_len,
+    }
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256((text + str(tokenizer.eos_token_id)).encode()).hexdigest()[:16]
+
+
+def rows_hash(rows: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _tokenize_split(rows: list[dict], tokenizer, cfg: DataConfig, max_len: int, name: str, key: str):
+    """Tokenize once per content key; later calls (other trials, other processes) load the cache."""
+    target = cache_dir() / "tokenized" / f"{key}-{name}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not target.exists():
+            ds = datasets.Dataset.from_list(rows).map(
+                lambda r: tokenize_row(r, tokenizer, cfg.template, max_len),
+                remove_columns=["product", "category", "description"],
+            )
+            tmp = target.with_name(target.name + ".tmp")
+            ds.save_to_disk(str(tmp))
+            tmp.rename(target)
+    return datasets.load_from_disk(str(target))
+
+
+def prepare_data(cfg: DataConfig, tokenizer, max_seq_len: int) -> PreparedData:
+    """Load, split by product, tokenize (cached), and apply the overlong policy, counting what it did."""
+    rows = load_rows(cfg)
+    train_rows, eval_rows = split_by_product(rows, cfg.eval_rows, cfg.seed)
+    data_hash = rows_hash(rows)
+    key = hashlib.sha256(
+        f"{data_hash}|{_tokenizer_fingerprint(tokenizer)}|{cfg.template}|{max_seq_len}|{cfg.eval_rows}|{cfg.seed}".encode()
+    ).hexdigest()[:20]
+    train = _tokenize_split(train_rows, tokenizer, cfg, max_seq_len, "train", key)
+    evals = _tokenize_split(eval_rows, tokenizer, cfg, max_seq_len, "eval", key)
+    overlong = sum(train["overlong"]) + sum(evals["overlong"])
+    # A row whose prompt alone fills max_seq_len has nothing to learn from: always dropped.
+    keep = (lambda r: not r["overlong"]) if cfg.overlong == "drop" else (lambda r: not r["prompt_only"])
+    train, evals = train.filter(keep), evals.filter(keep)
+    if len(train) == 0 or len(evals) == 0:
+        raise ConfigError("training.max_seq_len", max_seq_len, "a length that leaves room for the responses",
+                          f"no {'training' if len(train) == 0 else 'eval'} rows left after the overlong policy")
+    stats = {
+        "dataset": cfg.source, "dataset_hash": data_hash, "train_rows": len(train), "eval_rows": len(evals),
+        "overlong_rows": int(overlong), "overlong_policy": cfg.overlong,
+        "train_tokens": int(sum(len(x) for x in train["input_ids"])),
+    }
+    return PreparedData(train=train.remove_columns(["overlong", "prompt_only"]),
+                        eval=evals.remove_columns(["overlong", "prompt_only"]), eval_rows=eval_rows, stats=stats)

@@ -1,0 +1,39 @@
+"""Run the configured judge over a trial's generations, never letting a judge failure end the trial.
+
+`evaluation` must not know about built-in model names, so the loader that resolves them for the
+local judge is passed in from here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from evaluation.judge import Sample, build_judge, summarize
+from trainables.config import ModelConfig, QuantizationConfig, TrialConfig
+
+log = logging.getLogger(__name__)
+
+
+def load_judge_model(path: str):
+    """A 16-bit model and tokenizer for the local judge (built-in names, hub ids or directories)."""
+    from trainables.model import load_base_model, load_tokenizer
+
+    model_cfg = ModelConfig(path=path)
+    return load_base_model(model_cfg, QuantizationConfig(bits=16)), load_tokenizer(model_cfg)
+
+
+def judge_outputs(cfg: TrialConfig, records: list[dict]) -> dict:
+    """Adds judge_score / judge_reason to each record and returns the per-trial summary."""
+    if cfg.judge.backend == "none" or not records:
+        return {}
+    try:
+        judge = build_judge(cfg.judge, load_local=load_judge_model)
+        samples = [Sample(r["product"], r["category"], r["output"], r["reference"]) for r in records]
+        verdicts = judge.score(samples)
+    except Exception as err:  # noqa: BLE001 - a broken judge is recorded, the trial's training stands
+        log.warning("judge failed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return {"judge_missing": len(records), "judge_error": type(err).__name__}
+    for record, verdict in zip(records, verdicts):
+        record["judge_score"] = verdict.score
+        record["judge_reason"] = verdict.reason
+    return summarize(verdicts)

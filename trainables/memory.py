@@ -1,0 +1,90 @@
+"""Predict a trial's peak GPU memory from the model config alone (meta device, no weights).
+
+Used by `qlora-sweep plan`, by the sweep to choose GPU fractions, and by the trainable to decide
+whether gradient checkpointing is needed. The terms are the usual ones: frozen weights at their
+storage width, LoRA weights with fp32 master copies, gradients and two Adam moments, the
+activations saved for backward (per token and layer), the chunked output-head logits, and the CUDA
+context. The activation constant is calibrated against measured peaks (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from trainables.config import TrialConfig
+
+GIB = 2**30
+CUDA_CONTEXT_GB = 0.6
+# Saved activations per token per decoder layer, in elements of the compute dtype: residual and
+# norm outputs, q/k/v/o inputs and outputs, the MLP's gate/up/act/product, and the LoRA dropout
+# copies of each adapted input: ~ (A_H * hidden + A_I * intermediate).
+A_H, A_I = 15, 5
+FRACTION_ENV = "QLORA_SWEEP_GPU_FRACTION"  # set by the sweep: the share of the GPU this trial may use
+
+
+@dataclass
+class MemoryEstimate:
+    weights_gb: float
+    lora_gb: float
+    activations_gb: float
+    logits_gb: float
+    total_gb: float
+    trainable_params: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _split_params(model_config) -> tuple[int, int, int]:
+    """(quantizable linear params in the decoder, other params, number of layers) from a meta model."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    head = model.get_output_embeddings()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    total = sum(p.numel() for p in model.parameters())
+    return linear, total - linear, model_config.num_hidden_layers
+
+
+def estimate(cfg: TrialConfig, model_config, trainable_params: int, gradient_checkpointing: bool,
+             on_gpu: bool = True) -> MemoryEstimate:
+    """Peak memory of one trial (one worker) in GiB."""
+    linear, other, layers = _split_params(model_config)
+    bits = cfg.quantization.bits
+    per_weight = {4: 0.5 * 1.03, 8: 1.0 * 1.01, 16: 2.0}[bits]  # + quantization constants
+    wide = 2 if on_gpu else 4
+    weights = linear * per_weight + other * wide
+    lora = trainable_params * 16  # fp32 weight + grad + two Adam moments
+    h = model_config.hidden_size
+    i = getattr(model_config, "intermediate_size", 4 * h)
+    tokens = cfg.training.batch_size * cfg.training.max_seq_len
+    per_layer_token = (A_H * h + A_I * i) * wide
+    if gradient_checkpointing:  # layer inputs kept, one layer's activations live at a time
+        acts = tokens * (layers * h * wide + per_layer_token)
+    else:
+        acts = tokens * layers * per_layer_token
+    logits = min(tokens, 4096) * model_config.vocab_size * 4 * 3  # chunk logits, softmax, grad (fp32)
+    total = weights + lora + acts + logits + (CUDA_CONTEXT_GB * GIB if on_gpu else 0)
+    return MemoryEstimate(weights / GIB, lora / GIB, acts / GIB, logits / GIB, total / GIB, trainable_params)
+
+
+def gpu_budget_gb(device: torch.device) -> float:
+    """This trial's share of the GPU: total memory times the fraction the sweep granted."""
+    total = torch.cuda.get_device_properties(device).total_memory / GIB
+    return total * float(os.environ.get(FRACTION_ENV, "1"))
+
+
+def needs_checkpointing(cfg: TrialConfig, model_config, device: torch.device) -> bool:
+    """'auto': off on the CPU (host memory is ample) and on a GPU when the estimate fits the share."""
+    mode = cfg.training.gradient_checkpointing
+    if mode != "auto":
+        return mode == "on"
+    if device.type != "cuda":
+        return False
+    from trainables.model import count_trainable_params_for  # local: avoids a cycle at import
+
+    trainable = count_trainable_params_for(model_config, cfg.lora)
+    return estimate(cfg, model_config, trainable, False).total_gb > 0.9 * gpu_budget_gb(device)

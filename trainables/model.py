@@ -1,0 +1,184 @@
+"""Load the base model (4/8/16 bits), resolve LoRA targets against its real module names, attach LoRA.
+
+Also counts trainable parameters from a model config alone (meta device, no weights), which is how
+`qlora-sweep plan` reproduces the seed study's table without downloading 3B parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from evaluation.errors import ConfigError
+from trainables.bnb_cpu_fix import disable_cpu_weight_repacking
+from trainables.builtin_models import resolve_model_path
+from trainables.config import LoraConfig, ModelConfig, QuantizationConfig
+
+# Leaf names of query/value projections across architectures (Llama/Mistral/Qwen: q_proj, v_proj;
+# BERT-style: query, value; T5: q, v). Fused qkv projections are adapted whole.
+_QUERY_VALUE = {"q_proj", "v_proj", "query", "value", "q", "v", "wq", "wv"}
+_FUSED_QKV = {"qkv_proj", "c_attn", "query_key_value", "Wqkv", "W_pack"}
+_ATTENTION_PARENT = re.compile(r"(attn|attention)", re.IGNORECASE)
+
+
+def device_for_trial() -> torch.device:
+    """The device this process should train on (Ray sets CUDA_VISIBLE_DEVICES per trial)."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' means bfloat16 on a GPU and float32 on the CPU (CPU bf16 matmuls lose accuracy)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def check_model_path(cfg: ModelConfig) -> str:
+    """The concrete path or hub id, failing early on a local-looking path that does not exist."""
+    path = resolve_model_path(cfg.path)
+    looks_local = path.startswith((".", "/", "~")) or Path(path).suffix in {".json", ".gguf"}
+    if looks_local and not Path(path).expanduser().exists():
+        raise ConfigError("model.path", cfg.path, "an existing local directory, a hub id, 'tiny' or 'smollm2-135m'")
+    return str(Path(path).expanduser()) if looks_local else path
+
+
+def _refuse_remote_code(cfg: ModelConfig, path: str) -> None:
+    """A model whose config needs custom code is refused unless the user opted in."""
+    if cfg.trust_remote_code:
+        return
+    config_file = Path(path) / "config.json"
+    if config_file.is_file() and '"auto_map"' in config_file.read_text(encoding="utf-8"):
+        raise ConfigError(
+            "model.trust_remote_code", False, "true to run the custom code this model ships", hint=f"{path} needs it"
+        )
+
+
+def load_config(cfg: ModelConfig):
+    """The model's transformers config (from a hub id, a directory, or a directory with only config.json)."""
+    path = check_model_path(cfg)
+    _refuse_remote_code(cfg, path)
+    try:
+        return AutoConfig.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except OSError as err:
+        raise ConfigError("model.path", cfg.path, "a model directory or hub id with a config.json", str(err)[:200]) from None
+
+
+def load_tokenizer(cfg: ModelConfig):
+    path = check_model_path(cfg)
+    tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(q: QuantizationConfig, device: torch.device) -> BitsAndBytesConfig | None:
+    if q.bits == 16:
+        return None
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=resolve_dtype(q.compute_dtype, device),
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.device | None = None):
+    """The frozen base model on `device`, quantized per `q`, with the bitsandbytes CPU fix applied."""
+    device = device or device_for_trial()
+    path = check_model_path(cfg)
+    _refuse_remote_code(cfg, path)
+    attn = "sdpa" if cfg.attn_implementation == "auto" else cfg.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        revision=cfg.revision,
+        dtype=resolve_dtype(cfg.dtype, device),
+        quantization_config=quantization_config(q, device),
+        device_map={"": device},
+        attn_implementation=attn,
+        trust_remote_code=cfg.trust_remote_code,
+        use_safetensors=True,
+    )
+    model.config.use_cache = False
+    for p in model.parameters():
+        p.requires_grad_(False)
+    disable_cpu_weight_repacking(model)
+    return model
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Full names of every linear layer (plain, 4-bit or 8-bit) that LoRA could adapt."""
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt", "Conv1D"}:
+            names.append(name)
+    return names
+
+
+def resolve_target_modules(model: torch.nn.Module, spec: str | list[str]) -> list[str] | str:
+    """Turn a preset or a list into what peft accepts, checked against the model's own names."""
+    full = linear_module_names(model)
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in full})
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    out_name = next((n for n, m in model.named_modules() if m is output), "lm_head") if output is not None else None
+    if isinstance(spec, list):
+        unknown = [m for m in spec if m not in leaves and m not in full]
+        if unknown:
+            raise ConfigError("lora.target_modules", unknown, f"linear modules of this model: {', '.join(leaves)}")
+        return spec
+    attention = [n for n in full if _ATTENTION_PARENT.search(n.rsplit(".", 1)[0] if "." in n else "")]
+    attn_leaves = sorted({n.rsplit(".", 1)[-1] for n in attention})
+    if spec == "attention":
+        chosen = [leaf for leaf in attn_leaves if leaf in _QUERY_VALUE] or [l for l in attn_leaves if l in _FUSED_QKV]
+        if not chosen:
+            raise ConfigError("lora.target_modules", spec, f"an explicit list from: {', '.join(leaves)}",
+                              "no query/value projections found")
+        return chosen
+    if spec == "attention-all":
+        return attn_leaves
+    if spec == "all-linear":
+        return "all-linear"  # peft's own resolution (every linear layer except the output head)
+    body = sorted({n.rsplit(".", 1)[-1] for n in full if n != out_name})
+    return body + ([out_name] if out_name else [])  # all-linear+lm_head
+
+
+def attach_lora(model, lora: LoraConfig, seed: int = 0, gradient_checkpointing: bool = False):
+    """Wrap the frozen base with fresh LoRA adapters (seeded, so trials with equal seeds start equal)."""
+    targets = resolve_target_modules(model, lora.target_modules)
+    torch.manual_seed(seed)
+    peft_cfg = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+        bias="none", task_type="CAUSAL_LM",
+    )
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return get_peft_model(model, peft_cfg)
+
+
+def load_adapter(base, adapter_dir: str | Path, trainable: bool = False) -> PeftModel:
+    """Load a saved adapter onto its base: safetensors only, never pickle."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise ConfigError("adapter", str(adapter_dir), "a directory with adapter_model.safetensors (pickle is refused)")
+    return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable, use_safetensors=True)
+
+
+def count_trainable_params(model_cfg: ModelConfig, lora: LoraConfig) -> int:
+    """LoRA parameters for a model, from its config alone: built on the meta device, no weights read."""
+    return count_trainable_params_for(load_config(model_cfg), lora)
+
+
+def count_trainable_params_for(config, lora: LoraConfig) -> int:
+    """As `count_trainable_params`, for an already loaded transformers config."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    peft_model = attach_lora(model, lora)
+    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

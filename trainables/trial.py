@@ -1,0 +1,173 @@
+"""One trial, top to bottom: load, attach LoRA, train, evaluate, checkpoint, report.
+
+A plain function of the trial config and a small reporter, so `qlora-sweep train`, a Ray Tune
+trial and each Ray Train worker run this same loop. With torch.distributed initialised (Ray Train),
+every worker takes its share of each micro-batch and gradients are summed across workers, so N
+workers on 1/N of the batch take the same step as one worker on the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from evaluation.generation import choose, generate
+from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
+from trainables.batching import collate, eval_batches, micro_batch_plan, pack, response_tokens
+from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.config import TrialConfig
+from trainables.data import prepare_data, prompt_for
+from trainables.judging import judge_outputs
+from trainables.memory import needs_checkpointing
+from trainables.model import attach_lora, device_for_trial, load_base_model, load_tokenizer
+from trainables.reporting import PrintReporter, Reporter
+
+
+def _world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum host numbers across workers (a no-op for one worker)."""
+    if _world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _schedule(cfg, total_steps: int):
+    warm = max(1, int(cfg.warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.lr_schedule == "cosine" else 1 - progress
+
+    return factor
+
+
+def _peak_mem_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+
+
+def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
+    """Train one adapter per `cfg`; returns the final metrics. Resumes from `reporter.restore_dir()`."""
+    reporter = reporter or PrintReporter(cfg.output_dir, keep=cfg.training.keep_checkpoints)
+    rank, world = _world()
+    t_cfg = cfg.training
+    device = device_for_trial()
+    torch.manual_seed(t_cfg.seed)
+
+    # 1. Data: tokenized once per node (cached), eval split held out by product.
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, t_cfg.max_seq_len)
+    train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
+    evals = eval_batches(data.eval, t_cfg.batch_size * 2, tokenizer.pad_token_id, t_cfg.eval_batches)[rank::world]
+
+    # 2. Model: quantized frozen base + fresh LoRA adapters.
+    model = load_base_model(cfg.model, cfg.quantization, device)
+    grad_ckpt = needs_checkpointing(cfg, model.config, device)
+    model = attach_lora(model, cfg.lora, seed=t_cfg.seed, gradient_checkpointing=grad_ckpt)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
+    if t_cfg.compile:
+        model.compile()
+
+    # 3. Optimizer and the step plan (a pure function of the seed: resume sees the same batches).
+    optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, fused=device.type == "cuda")
+    per_step = t_cfg.grad_accum
+    epochs = max(1, math.ceil(t_cfg.epochs))
+    plan = micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed, epochs)
+    total_steps = t_cfg.max_steps or max(1, int(len(plan) * t_cfg.epochs / epochs) // per_step)
+    while len(plan) < total_steps * per_step:  # max_steps past the data: keep cycling epochs
+        plan += micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed + len(plan), 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t_cfg, total_steps))
+
+    # 4. Resume, or measure the base model (LoRA starts at zero, so this *is* the base model).
+    restore = reporter.restore_dir()
+    if restore is not None:
+        state = load_checkpoint(restore, model, optimizer, scheduler)
+    else:
+        base = loss_metrics(*_all_sum(list(eval_loss_sums(model, evals)), device))
+        state = {"step": 0, "base_eval_loss": base["eval_loss"], "base_perplexity": base["perplexity"],
+                 "elapsed_s": 0.0, "tokens": 0, "history": []}
+    model.train()
+
+    # 5. Train. Loss = sum over the step's response tokens / their global count (token-level mean).
+    started = time.perf_counter() - state["elapsed_s"]
+    window_loss = torch.zeros((), device=device)
+    window_tokens = 0
+    while state["step"] < total_steps:
+        step = state["step"]
+        rows = [[train_rows[i] for i in plan[step * per_step + k]][rank::world] for k in range(per_step)]
+        batches = [collate(r, tokenizer.pad_token_id) for r in rows]
+        n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
+        for batch in batches:
+            loss_sum, _ = response_loss_sum(model, batch)
+            (loss_sum / n_step).backward()
+            window_loss += loss_sum.detach()
+        if world > 1:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+        torch.nn.utils.clip_grad_norm_(params, t_cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        window_tokens += int(n_step)
+        state["step"] = step = step + 1
+        state["tokens"] += sum(len(r["input_ids"]) for rs in rows for r in rs)
+
+        if step % t_cfg.eval_interval == 0 or step == total_steps:
+            loss_sum_all, token_all = _all_sum([float(window_loss), window_tokens / world], device)
+            ev = loss_metrics(*_all_sum(list(eval_loss_sums(model, evals)), device))
+            state["elapsed_s"] = time.perf_counter() - started
+            metrics = {
+                "step": step, "epoch": step * per_step / max(1, len(plan) / epochs),
+                "train_loss": loss_sum_all / max(token_all * world, 1), **ev,
+                "base_eval_loss": state["base_eval_loss"], "base_perplexity": state["base_perplexity"],
+                "tokens_per_s": _all_sum([state["tokens"]], device)[0] / max(state["elapsed_s"], 1e-9),
+                "peak_mem_gb": _peak_mem_gb(device), "trainable_params": trainable,
+                "elapsed_s": state["elapsed_s"], "total_steps": total_steps, "workers": world,
+                "gradient_checkpointing": grad_ckpt, "done": step == total_steps,
+            }
+            state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
+            window_loss.zero_()
+            window_tokens = 0
+            ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
+            if ckpt is not None:
+                save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state)
+                if step == total_steps:
+                    metrics.update(_final_evaluation(cfg, model, tokenizer, data, ckpt))
+            reporter.report(metrics, ckpt)
+    return metrics
+
+
+def _final_evaluation(cfg: TrialConfig, model, tokenizer, data, ckpt: Path) -> dict:
+    """Generations for the fixed held-out prompts, the judge's verdicts, and the files a person reads."""
+    rows = choose(data.eval_rows, cfg.generation)
+    prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
+    outputs = generate(model, tokenizer, prompts, cfg.generation)
+    records = [{"product": r["product"], "category": r["category"], "prompt": p, "output": o,
+                "reference": r["description"], "length": len(o.split())} for r, p, o in zip(rows, prompts, outputs)]
+    judged = judge_outputs(cfg, records)
+    out = ckpt / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "generations.json").write_text(json.dumps(records, indent=1))
+    summary = {**data.stats, **judged}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (ckpt / "trial_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    return {k: v for k, v in judged.items() if isinstance(v, (int, float))}
