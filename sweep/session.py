@@ -36,8 +36,8 @@ def _check_judge(cfg: SweepConfig) -> dict:
 
     result = calibrate_judge(cfg)
     if not result.get("judge_trusted", True):
-        log.warning("judge calibration accuracy %.2f is below judge.min_accuracy %.2f: its scores are not trustworthy",
-                    result.get("judge_accuracy", float("nan")), cfg.judge.min_accuracy)
+        log.warning("judge calibration accuracy %s is below judge.min_accuracy %.2f: its scores are not trustworthy",
+                    result.get("judge_accuracy"), cfg.judge.min_accuracy)
     return result
 
 

@@ -30,7 +30,7 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: d
             tensors[f"{idx}.{key}"] = (value if torch.is_tensor(value) else torch.tensor(value)).detach().cpu().contiguous()
     tensors["rng.cpu"] = torch.get_rng_state()
     save_file(tensors, str(path / "optimizer.safetensors"))
-    meta["scheduler"] = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    meta["scheduler"] = scheduler.state_dict()  # LambdaLR stores lr_lambdas as [None] for plain functions
     (path / STATE).write_text(json.dumps({**state, "optimizer": meta}, indent=1, default=str))
     return path
 

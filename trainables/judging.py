@@ -37,3 +37,22 @@ def judge_outputs(cfg: TrialConfig, records: list[dict]) -> dict:
         record["judge_score"] = verdict.score
         record["judge_reason"] = verdict.reason
     return summarize(verdicts)
+
+
+def calibration_references(cfg: TrialConfig) -> list:
+    """Held-out reference descriptions: good texts the calibration set corrupts."""
+    from trainables.data import load_rows, split_by_product
+
+    _, held = split_by_product(load_rows(cfg.data), cfg.data.eval_rows, cfg.data.seed)
+    rows = sorted(held, key=lambda r: (r["product"], r["description"]))[: max(8, cfg.generation.num_prompts)]
+    return [Sample(r["product"], r["category"], r["description"], r["description"]) for r in rows]
+
+
+def calibrate_judge(cfg: TrialConfig) -> dict:
+    """How far the configured judge can be trusted: pairwise accuracy and position-swap consistency."""
+    from evaluation.calibration import calibrate
+
+    judge = build_judge(cfg.judge, load_local=load_judge_model)
+    if judge is None:
+        return {}
+    return calibrate(judge, calibration_references(cfg), seed=cfg.generation.seed, min_accuracy=cfg.judge.min_accuracy)

@@ -1,0 +1,32 @@
+"""Evaluate a saved adapter exactly as a trial's final report does (`qlora-sweep eval`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evaluation.generation import choose, generate
+from evaluation.loss import evaluate_loss
+from trainables.batching import eval_batches
+from trainables.config import TrialConfig
+from trainables.data import prepare_data, prompt_for
+from trainables.judging import judge_outputs
+from trainables.model import load_adapter, load_base_model, load_tokenizer
+
+
+def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
+    """Eval loss and perplexity of base and adapter on the held-out split, generations, judge scores."""
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
+    batches = eval_batches(data.eval, cfg.training.batch_size * 2, tokenizer.pad_token_id, cfg.training.eval_batches)
+    model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
+    with model.disable_adapter():
+        base = evaluate_loss(model, batches)
+    tuned = evaluate_loss(model, batches)
+    rows = choose(data.eval_rows, cfg.generation)
+    prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
+    records = [{"product": r["product"], "category": r["category"], "prompt": p, "output": o,
+                "reference": r["description"], "length": len(o.split())}
+               for r, p, o in zip(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))]
+    judged = judge_outputs(cfg, records)
+    return {**tuned, "base_eval_loss": base["eval_loss"], "base_perplexity": base["perplexity"], **judged,
+            "generations": records}
