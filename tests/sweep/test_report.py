@@ -1,0 +1,204 @@
+"""The sweep report, built from runs logged to a real MLflow store, rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.entities import Metric
+
+from sweep.report import build_report
+from sweep.tracking import (
+    FAILURE_TAG,
+    OUTCOME_TAG,
+    TRIAL_ID_TAG,
+    client_for,
+    log_base_generations,
+    log_calibration,
+    start_sweep_run,
+)
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SPACE = {
+    "lora.r": {"choice": [4, 8, 16, 32]},
+    "training.lr": {"loguniform": [1e-4, 1e-2]},
+    "lora.target_modules": {"choice": ["attention", "all-linear"]},
+}
+# (trial, status, outcome, final eval_loss, gpu_seconds, r, lr, targets). Pareto (loss, cost), both
+# minimised: t1, t2, t3 are on the front; t4 is dominated by t2, t5 by t1; t7 is cheapest but was
+# killed, so it is no candidate.
+TRIALS = [
+    ("t1", "FINISHED", "completed", 1.0, 100.0, 32, 2e-3, "all-linear"),
+    ("t2", "FINISHED", "completed", 1.2, 50.0, 16, 1e-3, "all-linear"),
+    ("t3", "FINISHED", "completed", 1.5, 20.0, 4, 5e-4, "attention"),
+    ("t4", "FINISHED", "completed", 1.3, 80.0, 8, 3e-4, "attention"),
+    ("t5", "FINISHED", "stopped_early", 1.1, 120.0, 16, 8e-3, "attention"),
+    ("t6", "FAILED", "failed", None, None, 8, 9e-3, "all-linear"),
+    ("t7", "KILLED", None, 2.4, 10.0, 4, 1e-4, "attention"),
+]
+
+
+def _config(r: int, lr: float, targets: str) -> dict:
+    return {"model": {"path": "tiny"}, "lora": {"r": r, "target_modules": targets}, "training": {"lr": lr}}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{root}/mlflow.db"
+    cfg = {
+        "name": "rep",
+        "search": {"metric": "eval_loss", "mode": "min", "metric2": "gpu_seconds", "mode2": "min"},
+    }
+    parent = start_sweep_run(uri, "exp-report", cfg, SPACE)
+    client = client_for(uri)
+    exp = client.get_run(parent).info.experiment_id
+    log_calibration(uri, parent, {"judge_accuracy": 0.55, "judge_consistency": 0.7, "judge_trusted": False})
+    prompts = [f"Describe product {i}" for i in range(3)]
+    log_base_generations(
+        uri, parent, [{"prompt": p, "output": f"BASE says {i}"} for i, p in enumerate(prompts)]
+    )
+    for tid, status, outcome, loss, cost, r, lr, targets in TRIALS:
+        tags = {"mlflow.parentRunId": parent, TRIAL_ID_TAG: tid, "base_model": "tiny"}
+        if outcome:
+            tags[OUTCOME_TAG] = outcome
+        if status == "FAILED":
+            tags[FAILURE_TAG] = "RuntimeError: out of memory at training.batch_size=1"
+        run = client.create_run(exp, run_name=tid, tags=tags).info.run_id
+        for key, value in {
+            "lora.r": r,
+            "training.lr": lr,
+            "lora.target_modules": targets,
+            "quantization.bits": 4,
+        }.items():
+            client.log_param(run, key, str(value))
+        steps = [10, 20, 30] if loss is not None else [10]
+        final = loss if loss is not None else 2.9
+        metrics = []
+        for i, step in enumerate(steps):
+            ev = final + 0.5 * (len(steps) - 1 - i)
+            metrics += [Metric("eval_loss", ev, 0, step), Metric("train_loss", ev + 0.05, 0, step)]
+        metrics += [Metric("base_eval_loss", 3.0, 0, steps[-1])]
+        if cost is not None:
+            metrics += [
+                Metric(k, v, 0, steps[-1])
+                for k, v in {
+                    "gpu_seconds": cost,
+                    "elapsed_s": cost / 2,
+                    "peak_mem_gb": r / 10,
+                    "trainable_params": 1000 * r,
+                    "perplexity": 2.718**final,
+                }.items()
+            ]
+        if outcome == "completed":
+            metrics.append(Metric("judge_score", 5 - final, 0, steps[-1]))
+            client.log_text(run, yaml.safe_dump(_config(r, lr, targets)), "trial_config.yaml")
+            table = {
+                "product": [f"p{i}" for i in range(3)],
+                "prompt": prompts,
+                "output": [f"TUNED {tid} {i}" for i in range(3)],
+                "reference": ["ref"] * 3,
+                "judge_score": [4.0] * 3,
+            }
+            client.log_table(run, table, "eval/generations.json")
+        client.log_batch(run, metrics=metrics)
+        client.set_terminated(run, status)
+    client.set_terminated(parent, "FINISHED")
+    md, html_path = build_report(uri, "exp-report", root / "out")
+    return {"uri": uri, "parent": parent, "md": md, "html": html_path, "root": root}
+
+
+def _table_trials(md: str) -> list[str]:
+    section = md.split("## Trials", 1)[1].split("\n## ", 1)[0]
+    return [
+        line.split("|")[2].strip().rstrip(" ★")
+        for line in section.splitlines()
+        if re.match(r"\| \d+ \|", line)
+    ]
+
+
+def test_report_content(sweep):
+    md = sweep["md"].read_text()
+    order = _table_trials(md)
+    assert sorted(order) == sorted(t[0] for t in TRIALS)  # every trial, once
+    with_loss = [t for t in TRIALS if t[1] != "FAILED"]
+    assert order[: len(with_loss)] == [
+        t[0] for t in sorted(with_loss, key=lambda t: t[3])
+    ]  # by eval_loss, min
+    assert order[-1] == "t6"  # no final metric: last
+    assert "FAILED: RuntimeError: out of memory at training.batch_size=1" in md
+    assert "STOPPED EARLY" in md and "KILLED" in md
+    assert "t1 ★" in md  # best = lowest eval loss among completed trials
+    assert "Pareto-optimal trials (eval_loss min, gpu_seconds min): t1, t2, t3." in md
+    assert "66.7% lower" in md  # base 3.0 -> best 1.0
+    assert "NOT trustworthy" in md and "†" in md  # judge failed calibration
+    assert re.search(
+        r"Knobs that mattered most for eval_loss: (lora\.r|training\.lr|lora\.target_modules)", md
+    )
+    best_cfg = yaml.safe_load((sweep["md"].parent / "best_config.yaml").read_text())
+    assert best_cfg == _config(32, 2e-3, "all-linear")
+    assert yaml.safe_load(md.split("```yaml\n", 1)[1].split("```", 1)[0]) == best_cfg
+    assert "BASE says 0" in md and "TUNED t1 0" in md  # generations side by side, matched by prompt
+    for png in ("loss_curves.png", "metric_vs_params.png", "pareto.png", "importance.png"):
+        assert f"]({png})" in md and (sweep["md"].parent / png).stat().st_size > 5000
+    html = sweep["html"].read_text()
+    assert html.count("data:image/png;base64,") == 4
+    client = client_for(sweep["uri"])
+    logged = {f.path for f in client.list_artifacts(sweep["parent"], "report")}
+    assert {"report/report.md", "report/report.html", "report/pareto.png"} <= logged
+
+
+def test_report_with_too_few_trials(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    parent = start_sweep_run(uri, "one", {"name": "one"}, ["lora.r"])
+    client = client_for(uri)
+    run = client.create_run(
+        client.get_run(parent).info.experiment_id, tags={"mlflow.parentRunId": parent}
+    ).info.run_id
+    client.log_param(run, "lora.r", "8")
+    client.log_metric(run, "eval_loss", 2.0, step=5)
+    client.set_terminated(run)
+    md, _ = build_report(uri, "one", tmp_path / "out")  # the latest sweep run of the experiment
+    text = md.read_text()
+    assert "not computed; needs at least 2 trials that reported eval_loss (have 1)" in text
+    assert "no trial_config.yaml artifact" in text and "Pareto" not in text
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="chromium not installed (apt-get install -y chromium)"
+)
+def test_report_renders_in_chromium(sweep):
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "sweep_report.png"
+    shot.unlink(missing_ok=True)
+    url = sweep["html"].resolve().as_uri()
+    with tempfile.TemporaryDirectory() as profile:
+        base = [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+        ]
+        subprocess.run(
+            base + [f"--screenshot={shot}", "--window-size=1400,2400", url],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        dom = subprocess.run(
+            base + ["--dump-dom", url], check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+    assert shot.stat().st_size > 50_000  # a rendered page with figures, not a blank one
+    assert dom.count("<img") == 4 and "<table>" in dom
+    assert all(f"<td>{t[0]}" in dom for t in TRIALS)
+    (ARTIFACTS / "sweep_report.html").write_text(sweep["html"].read_text())
