@@ -33,6 +33,7 @@ class SweepOutcome:
     best: dict | None  # {"trial_id", "config", "metrics", "checkpoint"}
     finished: int
     failed: int
+    stopped_early: int
     errors: dict[str, str]
     parent_run_id: str | None
     report: tuple | None = None
@@ -108,12 +109,14 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
         log_calibration(uri, parent, calibration)
     results = _tuner(cfg, parent, restore).fit()
     errors = {Path(r.path).name: _first_line(r.error) for r in results if r.error}
-    finished = [r for r in results if not r.error and r.metrics.get("done")]
-    best = _best(cfg, finished)
+    finished = [r for r in results if not r.error and r.metrics]
+    complete = [r for r in finished if r.metrics.get("step") == r.metrics.get("total_steps")]
+    best = _best(cfg, complete or finished)  # a trial ASHA stopped early is best only if none completed
     if best:
         best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
     finish_sweep_run(uri, parent)
-    return SweepOutcome(results.experiment_path, best, len(finished), len(errors), errors, parent)
+    return SweepOutcome(results.experiment_path, best, len(finished), len(errors), len(finished) - len(complete),
+                        errors, parent)
 
 
 def _best(cfg: SweepConfig, finished) -> dict | None:

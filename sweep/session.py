@@ -76,7 +76,8 @@ def _report(cfg: SweepConfig, outcome: SweepOutcome) -> None:
 
 def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
     """The final lines: best trial, its config and metrics, its adapter, the base model's eval loss."""
-    lines = [f"\n=== sweep {cfg.name}: {outcome.finished} finished, {outcome.failed} failed, {seconds:.0f}s ==="]
+    lines = [f"\n=== sweep {cfg.name}: {outcome.finished} finished ({outcome.stopped_early} stopped early by ASHA), "
+             f"{outcome.failed} failed, {seconds:.0f}s ==="]
     for trial, reason in outcome.errors.items():
         lines.append(f"failed {trial}: {reason}")
     best = outcome.best

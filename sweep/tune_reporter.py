@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -39,7 +40,9 @@ class TuneReporter:
         return Path(tempfile.mkdtemp(prefix=f"qlora-ckpt-{step:07d}-"))
 
     def report(self, metrics: dict, checkpoint: Path | None) -> None:
-        metrics = {**metrics, "trial_id": tune.get_context().get_trial_id()}
+        metrics = {**metrics, "trial_id": tune.get_context().get_trial_id(),
+                   "node_ip": ray.util.get_node_ip_address(), "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
+                   "wall_time": time.time()}
         metrics["gpu_seconds"] = metrics["elapsed_s"] * self.share  # cost: GPU-seconds (CPU-seconds without GPUs)
         weights = self.sweep.search.weights
         if weights and all(isinstance(metrics.get(k), (int, float)) for k in weights):
