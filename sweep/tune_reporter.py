@@ -41,7 +41,8 @@ class TuneReporter:
 
     def report(self, metrics: dict, checkpoint: Path | None) -> None:
         metrics = {**metrics, "trial_id": tune.get_context().get_trial_id(),
-                   "node_ip": ray.util.get_node_ip_address(), "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
+                   "node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
+                   "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
                    "wall_time": time.time()}
         metrics["gpu_seconds"] = metrics["elapsed_s"] * self.share  # cost: GPU-seconds (CPU-seconds without GPUs)
         weights = self.sweep.search.weights
