@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.placement import trial_resources
+from sweep.preflight import check_cluster
 from sweep.space import trial_config, tune_space
 from sweep.tracking import MlflowTrialCallback, finish_sweep_run, log_calibration, start_sweep_run, trial_run_id
 from sweep.tune_reporter import rung_metric, run_tune_trial
@@ -103,6 +104,7 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool):
 def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None = None) -> SweepOutcome:
     """Run (or resume) the sweep to the end; failed trials are recorded, never fatal to the others."""
     connect_ray()
+    check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
     uri = cfg.tracking_uri()
     parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
     if calibration:
