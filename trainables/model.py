@@ -95,7 +95,9 @@ def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.devic
     device = device or device_for_trial()
     path = check_model_path(cfg)
     _refuse_remote_code(cfg, path)
-    attn = "sdpa" if cfg.attn_implementation == "auto" else cfg.attn_implementation
+    attn = cfg.attn_implementation
+    if attn == "auto":  # flex on a GPU: block-sparse over packed examples (sdpa falls back to its math kernel)
+        attn = "flex_attention" if device.type == "cuda" else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(
         path,
         revision=cfg.revision,
@@ -161,6 +163,24 @@ def attach_lora(model, lora: LoraConfig, seed: int = 0, gradient_checkpointing: 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return get_peft_model(model, peft_cfg)
+
+
+def compile_decoder_layers(model) -> int:
+    """torch.compile each decoder layer (regional compilation); returns how many were compiled.
+
+    The loss calls the decoder body directly (evaluation/loss.py), so compiling the outer wrapper
+    would leave every trained op eager. The layers share one code object, so they share compiled
+    graphs, and compile time is that of one layer rather than of the whole model.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(base.get_decoder(), "layers", None)
+    if layers is None:
+        model.compile()
+        return 0
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(layers))
+    for layer in layers:
+        layer.compile()
+    return len(layers)
 
 
 def load_adapter(base, adapter_dir: str | Path, trainable: bool = False) -> PeftModel:

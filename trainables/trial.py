@@ -26,7 +26,7 @@ from trainables.config import TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
 from trainables.memory import needs_checkpointing
-from trainables.model import attach_lora, device_for_trial, load_base_model, load_tokenizer
+from trainables.model import attach_lora, compile_decoder_layers, device_for_trial, load_base_model, load_tokenizer
 from trainables.reporting import PrintReporter, Reporter
 
 
@@ -83,8 +83,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
     model = attach_lora(model, cfg.lora, seed=t_cfg.seed, gradient_checkpointing=grad_ckpt)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
-    if t_cfg.compile:
-        model.compile()
+    if t_cfg.compile and device.type == "cuda":  # on the CPU, compile time would outweigh the gain
+        compile_decoder_layers(model)
 
     # 3. Optimizer and the step plan (a pure function of the seed: resume sees the same batches).
     optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, fused=device.type == "cuda")
