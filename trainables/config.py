@@ -32,7 +32,8 @@ class ModelConfig(Strict):
         "auto", description="Dtype of the unquantized parts; auto = bfloat16 on GPU, float32 on CPU."
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "flash_attention_2"] = Field(
-        "auto", description="auto = sdpa (packed sequences get a block-diagonal mask either way)."
+        "auto",
+        description="auto = flex_attention on a GPU, sdpa on the CPU (packed sequences never attend across examples).",
     )
     trust_remote_code: bool = Field(
         False, description="Run code shipped with a hub model. Refused unless set: it executes untrusted code."
@@ -103,8 +104,8 @@ class TrainingConfig(Strict):
     lr: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
     epochs: float = Field(3, gt=0, description="Passes over the training rows (ignored when max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
-    batch_size: int = Field(4, gt=0, description="Micro-batch: rows per forward pass (packed rows when packing).")
-    grad_accum: int = Field(4, gt=0, description="Micro-batches per optimizer step.")
+    batch_size: int = Field(8, gt=0, description="Micro-batch: rows per forward pass (packed rows when packing).")
+    grad_accum: int = Field(2, gt=0, description="Micro-batches per optimizer step (8 x 2 = the seed's 4 x 4 rows).")
     max_seq_len: int = Field(512, ge=16, le=131072, description="Tokens per (packed) row.")
     packing: bool = Field(
         True, description="Pack several examples into one row; attention never crosses example boundaries."
@@ -121,7 +122,7 @@ class TrainingConfig(Strict):
     )
     eval_batches: int | None = Field(None, gt=0, description="Cap on eval micro-batches per report (None = all).")
     keep_checkpoints: int = Field(2, ge=1, description="Adapter checkpoints kept on disk per trial.")
-    compile: bool = Field(False, description="torch.compile the model (pays off on GPU for long trials).")
+    compile: bool = Field(True, description="torch.compile the decoder layers on a GPU (ignored on the CPU).")
     seed: int = Field(42, description="Seeds LoRA init and data order.")
 
 
