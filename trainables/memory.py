@@ -18,11 +18,19 @@ from transformers import AutoModelForCausalLM
 from trainables.config import TrialConfig
 
 GIB = 2**30
-CUDA_CONTEXT_GB = 0.6
-# Saved activations per token per decoder layer, in elements of the compute dtype: residual and
-# norm outputs, q/k/v/o inputs and outputs, the MLP's gate/up/act/product, and the LoRA dropout
-# copies of each adapted input: ~ (A_H * hidden + A_I * intermediate).
-A_H, A_I = 15, 5
+CUDA_CONTEXT_GB = 0.6  # not seen by torch.cuda.max_memory_allocated, but taken from the GPU all the same
+# Saved activations per token per decoder layer, in elements of the compute dtype (bf16), fitted to
+# peaks measured on an H100 with the defaults (flex attention, compiled layers, bf16 autocast; see
+# benchmarks/RESULTS.md): the body without LoRA on the MLP ~ (A_H * hidden + A_I * intermediate);
+# adapting the MLP keeps its inputs (hidden + intermediate) for the adapters' weight gradients;
+# LoRA dropout keeps a dropped copy of each adapted input; bitsandbytes int8 layers keep their inputs.
+A_H, A_I = 6.0, 2.23
+DROPOUT_COPY = 0.95  # x the summed input widths of the adapted layers
+INT8_KEEP = 1.85  # x the summed input widths of all quantized layers (6 h + i for Llama)
+_MLP_OUT = {"down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj"}  # layers whose input is intermediate-wide
+_MLP = _MLP_OUT | {"gate_proj", "up_proj", "fc1", "w1", "w3", "dense_h_to_4h", "c_fc", "gate_up_proj"}
+_PRESETS = {"attention": ["q_proj", "v_proj"], "attention-all": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FRACTION_ENV = "QLORA_SWEEP_GPU_FRACTION"  # set by the sweep: the share of the GPU this trial may use
 
 
@@ -44,13 +52,16 @@ def _split_params(model_config) -> tuple[int, int, int]:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config)
     head = model.get_output_embeddings()
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    linear = sum(
+        m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head
+    )
     total = sum(p.numel() for p in model.parameters())
     return linear, total - linear, model_config.num_hidden_layers
 
 
-def estimate(cfg: TrialConfig, model_config, trainable_params: int, gradient_checkpointing: bool,
-             on_gpu: bool = True) -> MemoryEstimate:
+def estimate(
+    cfg: TrialConfig, model_config, trainable_params: int, gradient_checkpointing: bool, on_gpu: bool = True
+) -> MemoryEstimate:
     """Peak memory of one trial (one worker) in GiB."""
     linear, other, layers = _split_params(model_config)
     bits = cfg.quantization.bits
@@ -61,7 +72,7 @@ def estimate(cfg: TrialConfig, model_config, trainable_params: int, gradient_che
     h = model_config.hidden_size
     i = getattr(model_config, "intermediate_size", 4 * h)
     tokens = cfg.training.batch_size * cfg.training.max_seq_len
-    per_layer_token = (A_H * h + A_I * i) * wide
+    per_layer_token = _per_layer_token(cfg, h, i) * wide
     if gradient_checkpointing:  # layer inputs kept, one layer's activations live at a time
         acts = tokens * (layers * h * wide + per_layer_token)
     else:
@@ -69,6 +80,22 @@ def estimate(cfg: TrialConfig, model_config, trainable_params: int, gradient_che
     logits = min(tokens, 4096) * model_config.vocab_size * 4 * 3  # chunk logits, softmax, grad (fp32)
     total = weights + lora + acts + logits + (CUDA_CONTEXT_GB * GIB if on_gpu else 0)
     return MemoryEstimate(weights / GIB, lora / GIB, acts / GIB, logits / GIB, total / GIB, trainable_params)
+
+
+def _per_layer_token(cfg: TrialConfig, h: int, i: int) -> float:
+    """Saved elements per token and decoder layer (see the constants above)."""
+    spec = cfg.lora.target_modules
+    names = spec if isinstance(spec, list) else _PRESETS.get(spec, _ALL)
+    leaves = [n.rsplit(".", 1)[-1] for n in names]
+    widths = sum(i if leaf in _MLP_OUT else h for leaf in leaves)
+    elems = A_H * h + A_I * i
+    if any(leaf in _MLP for leaf in leaves):
+        elems += h + i
+    if cfg.lora.dropout > 0:
+        elems += DROPOUT_COPY * widths
+    if cfg.quantization.bits == 8:
+        elems += INT8_KEEP * (6 * h + i)
+    return elems
 
 
 def gpu_budget_gb(device: torch.device) -> float:

@@ -1,0 +1,64 @@
+"""The memory estimator against peaks measured on an H100, and its shape in the knobs it sees.
+
+The measured peaks come from benchmarks/RESULTS.md (OpenLLaMA-3b-v2 shape, defaults: 8 x 512 packed,
+flex attention, compiled layers, bf16 autocast); torch's allocated peak does not include the CUDA
+context, which the estimate does, so the context is added to the measured side.
+"""
+
+from __future__ import annotations
+
+import pytest
+from transformers import LlamaConfig
+
+from trainables.config import TrialConfig
+from trainables.memory import CUDA_CONTEXT_GB, estimate
+from trainables.model import count_trainable_params_for
+
+OPEN_LLAMA_3B = LlamaConfig(
+    hidden_size=3200,
+    intermediate_size=8640,
+    num_hidden_layers=26,
+    num_attention_heads=32,
+    vocab_size=32000,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+)
+# (targets, bits, dropout) -> torch.cuda.max_memory_allocated in GiB, benchmarks/RESULTS.md run of 2026-11-23
+MEASURED = [
+    ("all-linear", 4, 0.05, 19.15),
+    ("all-linear", 4, 0.0, 13.74),
+    ("attention", 4, 0.05, 12.50),
+    ("all-linear", 8, 0.05, 31.12),
+]
+
+
+def _cfg(targets: str = "all-linear", bits: int = 4, dropout: float = 0.05, **training) -> TrialConfig:
+    return TrialConfig.model_validate(
+        {
+            "lora": {"r": 8, "target_modules": targets, "dropout": dropout},
+            "quantization": {"bits": bits},
+            "training": training,
+        }
+    )
+
+
+def _estimate(cfg: TrialConfig, checkpointing: bool = False) -> float:
+    trainable = count_trainable_params_for(OPEN_LLAMA_3B, cfg.lora)
+    return estimate(cfg, OPEN_LLAMA_3B, trainable, checkpointing).total_gb
+
+
+@pytest.mark.parametrize(("targets", "bits", "dropout", "peak"), MEASURED)
+def test_estimate_is_within_20_percent_of_measured_peaks(
+    targets: str, bits: int, dropout: float, peak: float
+) -> None:
+    predicted = _estimate(_cfg(targets, bits, dropout))
+    assert abs(predicted / (peak + CUDA_CONTEXT_GB) - 1) <= 0.20, (predicted, peak)
+
+
+def test_estimate_grows_with_what_it_should() -> None:
+    base = _estimate(_cfg())
+    assert _estimate(_cfg(batch_size=16)) > base  # more tokens per micro-batch
+    assert _estimate(_cfg(bits=8)) > base  # wider weights, int8 layers keep their inputs
+    assert _estimate(_cfg(dropout=0.0)) < base  # no dropped copies of the adapted inputs
+    assert _estimate(_cfg(targets="attention")) < base  # fewer adapters, MLP inputs not kept
+    assert _estimate(_cfg(), checkpointing=True) < base / 2  # one layer's activations live at a time
