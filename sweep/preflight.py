@@ -86,6 +86,8 @@ def network_mount(path: Path, mounts: str = "/proc/mounts") -> bool:
 
 def is_local_store(uri: str) -> bool:
     """sqlite, file:// and bare paths keep MLflow's runs on one node's disk."""
+    if uri in ("databricks", "databricks-uc", "uc"):  # MLflow's bare names of hosted stores
+        return False
     scheme = urlparse(uri).scheme.lower()
     return scheme in ("", "file", "sqlite") or len(scheme) == 1  # a one-letter scheme is a Windows drive
 
