@@ -25,8 +25,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from cluster.runtime_env import EXTRA_ENV, PASS_ENV, TEMPLATE_ENV
+
 BIN = Path(sys.executable).parent  # the venv's `ray`, `qlora-sweep` and `python`
 START_DEADLINE_S = 90
+# Not inherited from the pytest process: its Ray address, its cache, and whatever a submission
+# would pass on (the tests set exactly what they mean to pass).
+UNSET = {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "QLORA_SWEEP_CACHE", EXTRA_ENV, TEMPLATE_ENV, *PASS_ENV}
 
 
 def free_port() -> int:
@@ -73,12 +78,7 @@ class LocalCluster:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of our cluster processes and submitters: no token auth, no usage stats,
         the venv first on PATH (the job's `python` and `qlora-sweep`), no inherited Ray address or cache."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k
-            not in ("RAY_ADDRESS", "QLORA_SWEEP_CACHE", "QLORA_SWEEP_SHARED_STORAGE", "MLFLOW_TRACKING_URI")
-        }
+        env = {k: v for k, v in os.environ.items() if k not in UNSET}
         env.update(
             RAY_AUTH_MODE="disabled",
             RAY_USAGE_STATS_ENABLED="0",

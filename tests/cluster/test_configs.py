@@ -73,7 +73,7 @@ def test_runtime_env_file_names_secrets_only_as_node_references(tmp_path):
 
 
 def test_submit_refuses_what_cannot_work_before_contacting_a_cluster(tmp_path, monkeypatch, capsys):
-    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "QLORA_SWEEP_RUNTIME_ENV"):
         monkeypatch.delenv(name, raising=False)
     wd = tmp_path / "wd"
     monkeypatch.chdir(write_sweep(wd / "sweep.yaml", tmp_path / "store").parent)
