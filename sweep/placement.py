@@ -7,7 +7,6 @@ same device); a trial that needs more than one GPU runs as Ray Train workers.
 from __future__ import annotations
 
 import ray
-from ray import tune
 
 from sweep.config import SweepConfig
 from sweep.plan import plan_rows
@@ -48,5 +47,6 @@ def trial_resources(cfg: SweepConfig):
     n = cfg.resources.workers_per_trial
     if n == 1:
         return {"cpu": cfg.resources.cpu, "gpu": gpu}
-    # The Tune trial itself only coordinates; its Ray Train workers ask for the real resources.
-    return tune.PlacementGroupFactory([{"CPU": 0.1}] + [{"CPU": cfg.resources.cpu, "GPU": gpu}] * n)
+    # Ray Train V2: the Tune trial only runs the TorchTrainer's controller; its workers ask for the
+    # real resources themselves, so the trial must not hold them (it would deadlock its own workers).
+    return {"cpu": 0.1}

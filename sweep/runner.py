@@ -21,6 +21,7 @@ from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.placement import trial_resources
 from sweep.preflight import check_cluster
+from sweep.resume import StateBackup, repair_state, write_state_often
 from sweep.space import trial_config, tune_space
 from sweep.tracking import MlflowTrialCallback, finish_sweep_run, log_calibration, start_sweep_run, trial_run_id
 from sweep.tune_reporter import rung_metric, run_tune_trial
@@ -47,7 +48,8 @@ def connect_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        # The dashboard (on 127.0.0.1) stays on: Ray Train's placement-group cleanup needs its state API.
+        ray.init(num_cpus=num_cpus, log_to_driver=True)
 
 
 def _searcher(cfg: SweepConfig) -> OptunaSearch:
@@ -83,9 +85,13 @@ def reports_per_trial(cfg: SweepConfig) -> int:
 def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool):
     trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump())
     trainable = tune.with_resources(trainable, trial_resources(cfg))
-    callbacks = [MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
     path = str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
+    callbacks = [MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
+    if "://" not in path:
+        callbacks.append(StateBackup(path))
     if restore:
+        if "://" not in path and repair_state(Path(path)) == "unrecoverable":
+            raise ConfigError("EXPERIMENT", path, "an experiment directory with a readable Tune state")
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                   restart_errored=False, param_space=tune_space(cfg.search.space))
     run_config = tune.RunConfig(
@@ -105,6 +111,7 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
     """Run (or resume) the sweep to the end; failed trials are recorded, never fatal to the others."""
     connect_ray()
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
+    write_state_often()
     uri = cfg.tracking_uri()
     parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
     if calibration:

@@ -226,9 +226,12 @@ class MlflowTrialCallback(Callback):
             run_id = self.run_id_for(trial)
             checkpoint = trial.checkpoint
             tags = {OUTCOME_TAG: "no_checkpoint"}
+            train_ckpt = (trial.last_result or {}).get("checkpoint_path")  # Ray Train trials (rank 0's)
             if checkpoint is not None:
                 with checkpoint.as_directory() as d:
                     tags = self._log_checkpoint(run_id, Path(d), trial)
+            elif isinstance(train_ckpt, str) and Path(train_ckpt).is_dir():
+                tags = self._log_checkpoint(run_id, Path(train_ckpt), trial)
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             self.client.set_terminated(run_id, status="FINISHED")
 

@@ -100,6 +100,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
     restore = reporter.restore_dir()
     if restore is not None:
         state = load_checkpoint(restore, model, optimizer, scheduler)
+        if state["step"] >= total_steps and state.get("last_metrics"):
+            # Restored from the final checkpoint (the sweep's state predates the trial's end): report
+            # the result again instead of training past the end.
+            reporter.report(state["last_metrics"], None)
+            return state["last_metrics"]
     else:
         base = loss_metrics(*_all_sum(list(eval_loss_sums(model, evals)), device))
         state = {"step": 0, "base_eval_loss": base["eval_loss"], "base_perplexity": base["perplexity"],
@@ -149,9 +154,10 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
             window_tokens = 0
             ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
             if ckpt is not None:
-                save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state)
                 if step == total_steps:
                     metrics.update(_final_evaluation(cfg, model, tokenizer, data, ckpt))
+                state["last_metrics"] = metrics
+                save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state)
             reporter.report(metrics, ckpt)
     return metrics
 

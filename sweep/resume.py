@@ -1,0 +1,89 @@
+"""Make an interrupted sweep resumable, whenever the driver was killed.
+
+Ray Tune writes its experiment state (experiment_state-*.json, searcher-state-*.pkl, ...) at most
+every ~10 s by default and not atomically: a driver killed in between resumes from stale state, and
+one killed mid-write leaves a truncated file that `Tuner.restore` cannot read (it then continues
+without state and fails). So the driver (1) asks Tune to write state after every event and (2) keeps a
+copy of the last state that fully parses; `repair_state` puts that copy back before restoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+from ray import tune
+
+BACKUP = ".state-backup"
+STATE_GLOBS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json", "tuner.pkl")
+
+
+def write_state_often() -> None:
+    """Tune checkpoints its experiment state after every event (not every ~10 s)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+
+
+def _state_files(exp: Path) -> list[Path]:
+    return sorted(p for pattern in STATE_GLOBS for p in exp.glob(pattern))
+
+
+def _readable(path: Path) -> bool:
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with path.open("rb") as f:
+            json.load(f) if path.suffix == ".json" else pickle.load(f)  # noqa: S301 - Ray's own state file
+        return True
+    except Exception:  # noqa: BLE001 - any parse failure means "not a usable state file"
+        return False
+
+
+def state_is_readable(exp: Path) -> bool:
+    files = _state_files(exp)
+    return any(p.name.startswith("experiment_state-") for p in files) and all(_readable(p) for p in files)
+
+
+def backup_state(exp: Path) -> bool:
+    """Copy the current state files aside if (and only if) every one of them parses."""
+    if not state_is_readable(exp):
+        return False
+    tmp = exp / (BACKUP + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for path in _state_files(exp):
+        shutil.copy2(path, tmp / path.name)
+    old = exp / (BACKUP + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if (exp / BACKUP).exists():
+        (exp / BACKUP).rename(old)
+    tmp.rename(exp / BACKUP)
+    shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def repair_state(exp: Path) -> str:
+    """Before `Tuner.restore`: 'ok' if the state parses, 'repaired' if the backup was put back."""
+    if state_is_readable(exp):
+        return "ok"
+    backup = exp / BACKUP
+    if not backup.is_dir() or not state_is_readable(backup):
+        return "unrecoverable"
+    for path in _state_files(exp):
+        path.unlink()
+    for path in backup.iterdir():
+        shutil.copy2(path, exp / path.name)
+    return "repaired"
+
+
+class StateBackup(tune.Callback):
+    """Driver-side: after each Tune step, keep the last fully readable experiment state."""
+
+    def __init__(self, experiment_dir: str):
+        self.exp = Path(experiment_dir)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if self.exp.is_dir():
+            backup_state(self.exp)
