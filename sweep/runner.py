@@ -6,6 +6,7 @@ that a trial needs (the reporter) is in `sweep/tune_reporter.py`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -23,8 +24,15 @@ from sweep.placement import trial_resources
 from sweep.preflight import check_cluster
 from sweep.resume import StateBackup, repair_state, write_state_often
 from sweep.space import trial_config, tune_space
-from sweep.tracking import MlflowTrialCallback, finish_sweep_run, log_calibration, start_sweep_run, trial_run_id
-from sweep.tune_reporter import rung_metric, run_tune_trial
+from sweep.tracking import (
+    MlflowTrialCallback,
+    finish_sweep_run,
+    log_base_generations,
+    log_calibration,
+    start_sweep_run,
+    trial_run_id,
+)
+from sweep.tune_reporter import run_tune_trial, rung_metric
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,7 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
     best = _best(cfg, complete or finished)  # a trial ASHA stopped early is best only if none completed
     if best:
         best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
+        _log_base_generations(uri, parent, best["checkpoint"])
     finish_sweep_run(uri, parent)
     return SweepOutcome(results.experiment_path, best, len(finished), len(errors), len(finished) - len(complete),
                         errors, parent)
@@ -138,6 +147,13 @@ def _best(cfg: SweepConfig, finished) -> dict | None:
     return {"trial_id": r.metrics.get("trial_id"), "params": params, "metrics": r.metrics,
             "config": trial_config(cfg.trial_dict(), params).model_dump(),
             "checkpoint": r.checkpoint.path if r.checkpoint else None}
+
+
+def _log_base_generations(uri: str, parent: str, checkpoint: str | None) -> None:
+    """The base model's outputs (written by every trial, identical) go to the parent run once."""
+    path = Path(checkpoint or "") / "eval" / "base_generations.json"
+    if checkpoint and "://" not in checkpoint and path.is_file():
+        log_base_generations(uri, parent, json.loads(path.read_text()))
 
 
 def _first_line(err: BaseException) -> str:

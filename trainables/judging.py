@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from evaluation.judge import Sample, build_judge, summarize
+from evaluation.judge import Sample, build_judge, summarize, win_rate
 from trainables.config import ModelConfig, QuantizationConfig, TrialConfig
 
 log = logging.getLogger(__name__)
@@ -22,21 +22,28 @@ def load_judge_model(path: str):
     return load_base_model(model_cfg, QuantizationConfig(bits=16)), load_tokenizer(model_cfg)
 
 
-def judge_outputs(cfg: TrialConfig, records: list[dict]) -> dict:
-    """Adds judge_score / judge_reason to each record and returns the per-trial summary."""
+def judge_outputs(cfg: TrialConfig, records: list[dict], base_outputs: list[str] | None = None) -> dict:
+    """Adds judge_score / judge_reason to each record and returns the per-trial summary; with
+    `judge.pairwise` also the win rate against the base model's outputs or the references."""
     if cfg.judge.backend == "none" or not records:
         return {}
     try:
         judge = build_judge(cfg.judge, load_local=load_judge_model)
         samples = [Sample(r["product"], r["category"], r["output"], r["reference"]) for r in records]
         verdicts = judge.score(samples)
+        summary = summarize(verdicts)
+        if cfg.judge.pairwise != "none":
+            others = base_outputs if cfg.judge.pairwise == "base" else [r["reference"] for r in records]
+            if others is not None:
+                rivals = [Sample(r["product"], r["category"], o, r["reference"]) for r, o in zip(records, others)]
+                summary[f"judge_win_rate_vs_{cfg.judge.pairwise}"] = win_rate(judge.compare(samples, rivals))
     except Exception as err:  # noqa: BLE001 - a broken judge is recorded, the trial's training stands
         log.warning("judge failed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
         return {"judge_missing": len(records), "judge_error": type(err).__name__}
     for record, verdict in zip(records, verdicts):
         record["judge_score"] = verdict.score
         record["judge_reason"] = verdict.reason
-    return summarize(verdicts)
+    return summary
 
 
 def calibration_references(cfg: TrialConfig) -> list:

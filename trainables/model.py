@@ -138,7 +138,7 @@ def resolve_target_modules(model: torch.nn.Module, spec: str | list[str]) -> lis
     attention = [n for n in full if _ATTENTION_PARENT.search(n.rsplit(".", 1)[0] if "." in n else "")]
     attn_leaves = sorted({n.rsplit(".", 1)[-1] for n in attention})
     if spec == "attention":
-        chosen = [leaf for leaf in attn_leaves if leaf in _QUERY_VALUE] or [l for l in attn_leaves if l in _FUSED_QKV]
+        chosen = [leaf for leaf in attn_leaves if leaf in _QUERY_VALUE] or [leaf for leaf in attn_leaves if leaf in _FUSED_QKV]
         if not chosen:
             raise ConfigError("lora.target_modules", spec, f"an explicit list from: {', '.join(leaves)}",
                               "no query/value projections found")

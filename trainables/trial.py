@@ -8,6 +8,7 @@ workers on 1/N of the batch take the same step as one worker on the whole batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import resource
@@ -17,16 +18,24 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import yaml
+from filelock import FileLock
 
 from evaluation.generation import choose, generate
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
 from trainables.batching import collate, eval_batches, micro_batch_plan, pack, response_tokens
+from trainables.builtin_models import cache_dir
 from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
 from trainables.memory import needs_checkpointing
-from trainables.model import attach_lora, compile_decoder_layers, device_for_trial, load_base_model, load_tokenizer
+from trainables.model import (
+    attach_lora,
+    compile_decoder_layers,
+    device_for_trial,
+    load_base_model,
+    load_tokenizer,
+)
 from trainables.reporting import PrintReporter, Reporter
 
 
@@ -162,17 +171,34 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
     return metrics
 
 
+def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str]) -> list[str]:
+    """The base model's outputs for the same prompts (adapter disabled), computed once per node:
+    every trial of a sweep shares its base model, so the first one to get here writes the cache."""
+    key = hashlib.sha256(json.dumps([cfg.model.path, cfg.model.revision, cfg.quantization.model_dump(),
+                                     cfg.generation.model_dump(), prompts]).encode()).hexdigest()[:20]
+    path = cache_dir() / "base_generations" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.is_file():
+            with model.disable_adapter():
+                path.write_text(json.dumps(generate(model, tokenizer, prompts, cfg.generation)))
+        return json.loads(path.read_text())
+
+
 def _final_evaluation(cfg: TrialConfig, model, tokenizer, data, ckpt: Path) -> dict:
     """Generations for the fixed held-out prompts, the judge's verdicts, and the files a person reads."""
     rows = choose(data.eval_rows, cfg.generation)
     prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
     outputs = generate(model, tokenizer, prompts, cfg.generation)
+    base_outputs = _base_generations(cfg, model, tokenizer, prompts)
     records = [{"product": r["product"], "category": r["category"], "prompt": p, "output": o,
                 "reference": r["description"], "length": len(o.split())} for r, p, o in zip(rows, prompts, outputs)]
-    judged = judge_outputs(cfg, records)
+    base = [{**rec, "output": o, "length": len(o.split())} for rec, o in zip(records, base_outputs)]
+    judged = judge_outputs(cfg, records, base_outputs)
     out = ckpt / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "generations.json").write_text(json.dumps(records, indent=1))
+    (out / "base_generations.json").write_text(json.dumps(base, indent=1))
     summary = {**data.stats, **judged}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (ckpt / "trial_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
