@@ -20,3 +20,7 @@ class ConfigError(ValueError):
             shown = shown[:197] + "..."
         msg = f"{field}: got {shown}; allowed: {allowed}"
         super().__init__(msg + (f" ({hint})" if hint else ""))
+
+    def __reduce__(self):
+        # Ray ships a trial's exception to the driver by pickling it; rebuild from our own fields.
+        return (type(self), (self.field, self.value, self.allowed, self.hint))

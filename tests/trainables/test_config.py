@@ -48,3 +48,12 @@ def test_malformed_override_and_missing_file(tmp_path):
         apply_overrides({}, ["lora.r"])
     with pytest.raises(ConfigError, match="existing YAML"):
         load_trial_config(tmp_path / "nope.yaml")
+
+
+def test_config_error_survives_pickling():
+    """Ray pickles a trial's exception to show it in the driver: the field must survive."""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ConfigError("training.max_seq_len", 16, "a longer length", "no rows left")))
+    assert (err.field, err.value, err.hint) == ("training.max_seq_len", 16, "no rows left")
+    assert str(err).startswith("training.max_seq_len: got 16")
