@@ -7,6 +7,7 @@ value, so a bad space fails in milliseconds with the field path, not hours later
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,8 @@ class SearchConfig(Strict):
             if kind != "choice":
                 if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                     raise ValueError(f"{path}.{kind}: [low, high] numbers")
+                if not all(math.isfinite(v) for v in values):  # Tune/Optuna cannot sample [1, .inf]
+                    raise ValueError(f"{path}.{kind}: finite numbers (got {values})")
                 if values[0] >= values[1]:
                     raise ValueError(f"{path}.{kind}: low < high (got {values})")
                 if kind.startswith("log") and values[0] <= 0:
