@@ -139,7 +139,18 @@ def check_space(cfg: SweepConfig) -> None:
         for path, value in point.items():
             if path not in cfg.search.space:
                 raise ConfigError(f"search.initial_points[{n}].{path}", value, f"paths in search.space: {', '.join(cfg.search.space)}")
+            _check_in_domain(cfg.search.space[path], value, f"search.initial_points[{n}].{path}")
             _check_value(base, path, value, f"search.initial_points[{n}].{path}")
+
+
+def _check_in_domain(dom: dict[str, list[Any]], value: Any, field: str) -> None:
+    """An initial point outside its domain would crash Optuna when the sweep suggests it."""
+    kind, values = next(iter(dom.items()))
+    if kind == "choice":
+        if value not in values:
+            raise ConfigError(field, value, f"one of search.space's choices {values}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not values[0] <= value <= values[1]:
+        raise ConfigError(field, value, f"a number in [{values[0]}, {values[1]}] ({kind})")
 
 
 def _check_value(base: dict, path: str, value: Any, field: str) -> None:
