@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -171,7 +172,7 @@ def validate(cls: type[Cfg], data: Any) -> Cfg:
         return cls.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        loc = ".".join(str(p) for p in _field_loc(cls, first["loc"]))
         value = first.get("input")
         msg = first["msg"]
         if first["type"] == "extra_forbidden":
@@ -180,6 +181,22 @@ def validate(cls: type[Cfg], data: Any) -> Cfg:
             raise ConfigError(loc, value, f"known keys here: {names}", "unknown key") from None
         msg = msg.replace("Input should be ", "").replace("Value error, ", "")
         raise ConfigError(loc or "<config>", value, msg) from None
+
+
+def _field_loc(cls: type[BaseModel], loc: tuple) -> tuple:
+    """The error's location without pydantic's union-member tags: `lora.target_modules.str` names
+    no field a user can write, `lora.target_modules` does."""
+    out: list = []
+    model: type[BaseModel] | None = cls
+    parts = iter(loc)
+    for part in parts:
+        out.append(part)
+        field = model.model_fields.get(str(part)) if model is not None else None
+        ann = getattr(field, "annotation", None)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if get_origin(ann) in (Union, UnionType) and len([a for a in get_args(ann) if a is not type(None)]) > 1:
+            next(parts, None)  # the member tag ('str', 'list[str]', 'float', ...)
+    return tuple(out)
 
 
 def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
