@@ -58,13 +58,13 @@ def load_rows(cfg: DataConfig) -> list[dict]:
         try:
             ds = datasets.load_dataset(reader, data_files=str(path), split="train")
         except Exception as err:  # noqa: BLE001 - any parse failure is the user's file, say so
-            raise ConfigError("data.source", source, f"a readable {reader} file", str(err).splitlines()[0][:200]) from None
+            raise ConfigError("data.source", source, f"a readable {reader} file", _first_line(err)) from None
     else:
         try:
             ds = datasets.load_dataset(source, split=cfg.split)
         except Exception as err:  # noqa: BLE001 - offline, unknown id, bad split
             raise ConfigError("data.source", source, "'sample', a local file, or a reachable hub dataset id",
-                              str(err).splitlines()[0][:200]) from None
+                              _first_line(err)) from None
     wanted = cfg.columns.model_dump()
     missing = [f"{key} (column '{col}')" for key, col in wanted.items() if col not in ds.column_names]
     if missing:
@@ -78,6 +78,11 @@ def load_rows(cfg: DataConfig) -> list[dict]:
         raise ConfigError("data.source", source, "a dataset with at least one row whose product, category and description are non-empty")
     random.Random(cfg.seed).shuffle(rows)
     return rows[: cfg.max_rows] if cfg.max_rows else rows
+
+
+def _first_line(err: Exception) -> str:
+    """The first non-blank line of an error (some, like an empty file's StopIteration, have none)."""
+    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)[:200]
 
 
 def _check_utf8(path: Path, reader: str) -> None:
