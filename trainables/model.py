@@ -58,19 +58,34 @@ def _refuse_remote_code(cfg: ModelConfig, path: str) -> None:
         )
 
 
+def _not_a_model(cfg: ModelConfig, err: Exception, what: str) -> Exception:
+    """The error to raise for a failed load: transformers' 'not found' (OSError without errno: a missing
+    file, an unknown or unreachable hub id) and 'not a model' (ValueError) are the user's path, so they
+    become a ConfigError naming the field; a real I/O error (disk full, permissions) stays as it is."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err
+    text = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)[:200]
+    if isinstance(err, ValueError) and "trust_remote_code" in str(err):  # a hub model with custom code
+        return ConfigError("model.trust_remote_code", cfg.trust_remote_code, "true to run the custom code this model ships", text)
+    return ConfigError("model.path", cfg.path, f"a model directory or hub id with {what}", text)
+
+
 def load_config(cfg: ModelConfig):
     """The model's transformers config (from a hub id, a directory, or a directory with only config.json)."""
     path = check_model_path(cfg)
     _refuse_remote_code(cfg, path)
     try:
         return AutoConfig.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except OSError as err:
-        raise ConfigError("model.path", cfg.path, "a model directory or hub id with a config.json", str(err)[:200]) from None
+    except (OSError, ValueError) as err:
+        raise _not_a_model(cfg, err, "a config.json") from None
 
 
 def load_tokenizer(cfg: ModelConfig):
     path = check_model_path(cfg)
-    tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _not_a_model(cfg, err, "a tokenizer") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -94,20 +109,23 @@ def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.devic
     """The frozen base model on `device`, quantized per `q`, with the bitsandbytes CPU fix applied."""
     device = device or device_for_trial()
     path = check_model_path(cfg)
-    _refuse_remote_code(cfg, path)
+    load_config(cfg)  # a missing or broken config, or unasked-for remote code, fails here as a ConfigError
     attn = cfg.attn_implementation
     if attn == "auto":  # flex on a GPU: block-sparse over packed examples (sdpa falls back to its math kernel)
         attn = "flex_attention" if device.type == "cuda" else "sdpa"
-    model = AutoModelForCausalLM.from_pretrained(
-        path,
-        revision=cfg.revision,
-        dtype=resolve_dtype(cfg.dtype, device),
-        quantization_config=quantization_config(q, device),
-        device_map={"": device},
-        attn_implementation=attn,
-        trust_remote_code=cfg.trust_remote_code,
-        use_safetensors=True,
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            revision=cfg.revision,
+            dtype=resolve_dtype(cfg.dtype, device),
+            quantization_config=quantization_config(q, device),
+            device_map={"": device},
+            attn_implementation=attn,
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=True,
+        )
+    except OSError as err:  # no weights, or only pickled (.bin) ones: safetensors are required
+        raise _not_a_model(cfg, err, "safetensors weights (pickled .bin weights are refused)") from None
     model.config.use_cache = False
     for p in model.parameters():
         p.requires_grad_(False)
