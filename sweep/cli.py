@@ -50,10 +50,11 @@ def cmd_train(a) -> int:
 
 def cmd_run(a) -> int:
     from sweep.config import load_sweep_config
+
+    cfg = load_sweep_config(a.config or str(_examples_dir() / QUICKSTART), a.sets)  # before torch and Ray load
     from sweep.session import run_and_summarize
 
-    path = a.config or str(_examples_dir() / QUICKSTART)
-    return run_and_summarize(load_sweep_config(path, a.sets))
+    return run_and_summarize(cfg)
 
 
 def cmd_resume(a) -> int:
@@ -65,9 +66,10 @@ def cmd_resume(a) -> int:
 
 def cmd_plan(a) -> int:
     from sweep.config import load_sweep_config
+
+    cfg = load_sweep_config(a.config, a.sets)  # a bad config is one line, before torch (and its warnings) loads
     from sweep.plan import render_plan
 
-    cfg = load_sweep_config(a.config, a.sets)
     print(render_plan(cfg, a.gpu_memory_gb or cfg.resources.gpu_memory_gb or 80.0))
     return 0
 
