@@ -31,11 +31,20 @@ def _state_files(exp: Path) -> list[Path]:
 
 
 def _readable(path: Path) -> bool:
+    """Whether a state file parses completely (Ray's search_gen_state-*.json is in fact a pickle)."""
     try:
-        if path.stat().st_size == 0:
-            return False
-        with path.open("rb") as f:
-            json.load(f) if path.suffix == ".json" else pickle.load(f)  # noqa: S301 - Ray's own state file
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if not data:
+        return False
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        pass
+    try:
+        pickle.loads(data)  # noqa: S301 - Ray's own state file, written by this experiment
         return True
     except Exception:  # noqa: BLE001 - any parse failure means "not a usable state file"
         return False
