@@ -88,11 +88,17 @@ def run_with_retries(cfg: TrialConfig, reporter) -> dict:
                 raise RuntimeError(
                     f"out of memory at training.batch_size={cfg.training.batch_size} and again at "
                     f"{smaller.training.batch_size}: {str(again).splitlines()[0]}") from None
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise RuntimeError(f"disk full while writing trial files ({err.filename or 'checkpoint'}): free space "
-                               "or point storage_path at a larger volume") from None
+    except Exception as err:
+        if _disk_full(err):
+            raise RuntimeError(f"disk full while writing trial files ({getattr(err, 'filename', None) or 'checkpoint'}): "
+                               "free space or point storage_path at a larger volume") from None
         raise
+
+
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC as an OSError, or as the text of a library's own error (safetensors raises a
+    SafetensorError saying 'No space left on device (os error 28)')."""
+    return getattr(err, "errno", None) == errno.ENOSPC or os.strerror(errno.ENOSPC) in str(err)
 
 
 def run_tune_trial(params: dict, base: dict, sweep: dict) -> None:
