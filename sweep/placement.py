@@ -37,8 +37,13 @@ def auto_gpu_share(cfg: SweepConfig) -> float:
 def gpu_share(cfg: SweepConfig) -> float:
     if cfg.resources.gpu != "auto":
         return float(cfg.resources.gpu)
-    has_gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
-    return auto_gpu_share(cfg) if has_gpus else 0.0
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    if not gpus:
+        return 0.0
+    # Ray fills one GPU before the next: never pack tighter than needed to run every concurrent
+    # trial, so that with 2 GPUs and 4 trials at once each GPU gets 2, not GPU 0 all 4.
+    spread = min(1.0, gpus / cfg.search.max_concurrent_trials)
+    return max(auto_gpu_share(cfg), spread)
 
 
 def trial_resources(cfg: SweepConfig):

@@ -146,12 +146,13 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
         state["tokens"] += sum(len(r["input_ids"]) for rs in rows for r in rs)
 
         if step % t_cfg.eval_interval == 0 or step == total_steps:
-            loss_sum_all, token_all = _all_sum([float(window_loss), window_tokens / world], device)
+            # window_tokens already counts every worker's tokens (n_step is global); losses are summed here.
+            loss_sum_all = _all_sum([float(window_loss)], device)[0]
             ev = loss_metrics(*_all_sum(list(eval_loss_sums(model, evals)), device))
             state["elapsed_s"] = time.perf_counter() - started
             metrics = {
                 "step": step, "epoch": step * per_step / max(1, len(plan) / epochs),
-                "train_loss": loss_sum_all / max(token_all * world, 1), **ev,
+                "train_loss": loss_sum_all / max(window_tokens, 1), **ev,
                 "base_eval_loss": state["base_eval_loss"], "base_perplexity": state["base_perplexity"],
                 "tokens_per_s": _all_sum([state["tokens"]], device)[0] / max(state["elapsed_s"], 1e-9),
                 "peak_mem_gb": _peak_mem_gb(device), "trainable_params": trainable,

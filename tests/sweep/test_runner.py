@@ -75,3 +75,12 @@ def test_fractional_gpu_runs_two_trials_at_once(local_ray, tmp_path):
         spans.append((rows["wall_time"].iloc[0] - rows["elapsed_s"].iloc[0], rows["wall_time"].iloc[-1]))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"trials did not overlap: {spans}"
+
+
+def test_auto_gpu_share_spreads_concurrent_trials(local_ray, tmp_path):
+    """Ray fills one GPU before the next, so 'auto' never packs tighter than concurrency needs."""
+    from sweep.placement import auto_gpu_share, gpu_share
+
+    cfg = sweep_cfg(tmp_path, "resources.gpu=auto", "search.max_concurrent_trials=2")
+    assert auto_gpu_share(cfg) <= 0.5  # the tiny model alone would allow many per GPU
+    assert gpu_share(cfg) == 0.5  # one (fake) GPU, two trials at once: half each

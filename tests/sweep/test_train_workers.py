@@ -56,6 +56,15 @@ def test_two_workers_on_half_batches_equal_one_worker(tiny_model_dir, tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-4)
         changed += int("lora_B" in key and one[key].abs().sum() > 0)
     assert changed > 0  # the step really moved the adapter
+    import json
+
+    def reported(path):
+        return json.loads((path / "trainer_state.json").read_text())["last_metrics"]
+
+    a, b = reported(single.checkpoint_dir(1)), reported(tmp_path / "rank0" / "checkpoints" / "step-0000001")
+    assert b["workers"] == 2 and a["workers"] == 1
+    for key in ("train_loss", "eval_loss"):  # reported metrics are the global ones, not per worker
+        assert abs(a[key] - b[key]) < 1e-4 * abs(a[key]), (key, a[key], b[key])
 
 
 @pytest.mark.slow
