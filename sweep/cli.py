@@ -51,7 +51,8 @@ def cmd_train(a) -> int:
 def cmd_run(a) -> int:
     from sweep.config import load_sweep_config
 
-    cfg = load_sweep_config(a.config or str(_examples_dir() / QUICKSTART), a.sets)  # before torch and Ray load
+    # Validated before torch and Ray load: a bad config is one line, at once.
+    cfg = load_sweep_config(a.config or str(_examples_dir() / QUICKSTART), a.sets)
     from sweep.session import run_and_summarize
 
     return run_and_summarize(cfg)
@@ -67,7 +68,8 @@ def cmd_resume(a) -> int:
 def cmd_plan(a) -> int:
     from sweep.config import load_sweep_config
 
-    cfg = load_sweep_config(a.config, a.sets)  # a bad config is one line, before torch (and its warnings) loads
+    # Validated before torch loads: a bad config is one line, with no import warnings before it.
+    cfg = load_sweep_config(a.config, a.sets)
     from sweep.plan import render_plan
 
     print(render_plan(cfg, a.gpu_memory_gb or cfg.resources.gpu_memory_gb or 80.0))

@@ -149,8 +149,10 @@ def _check_in_domain(dom: dict[str, list[Any]], value: Any, field: str) -> None:
     if kind == "choice":
         if value not in values:
             raise ConfigError(field, value, f"one of search.space's choices {values}")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not values[0] <= value <= values[1]:
-        raise ConfigError(field, value, f"a number in [{values[0]}, {values[1]}] ({kind})")
+    else:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not values[0] <= value <= values[1]:
+            raise ConfigError(field, value, f"a number in [{values[0]}, {values[1]}] ({kind})")
 
 
 def _check_value(base: dict, path: str, value: Any, field: str) -> None:

@@ -90,8 +90,9 @@ def run_with_retries(cfg: TrialConfig, reporter) -> dict:
                     f"{smaller.training.batch_size}: {str(again).splitlines()[0]}") from None
     except Exception as err:
         if _disk_full(err):
-            raise RuntimeError(f"disk full while writing trial files ({getattr(err, 'filename', None) or 'checkpoint'}): "
-                               "free space or point storage_path at a larger volume") from None
+            where = getattr(err, "filename", None) or "checkpoint"
+            raise RuntimeError(f"disk full while writing trial files ({where}): free space or point storage_path "
+                               "at a larger volume") from None
         raise
 
 

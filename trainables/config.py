@@ -194,7 +194,8 @@ def _field_loc(cls: type[BaseModel], loc: tuple) -> tuple:
         field = model.model_fields.get(str(part)) if model is not None else None
         ann = getattr(field, "annotation", None)
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if get_origin(ann) in (Union, UnionType) and len([a for a in get_args(ann) if a is not type(None)]) > 1:
+        members = [a for a in get_args(ann) if a is not type(None)]
+        if get_origin(ann) in (Union, UnionType) and len(members) > 1:
             next(parts, None)  # the member tag ('str', 'list[str]', 'float', ...)
     return tuple(out)
 

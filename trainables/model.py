@@ -66,7 +66,8 @@ def _not_a_model(cfg: ModelConfig, err: Exception, what: str) -> Exception:
         return err
     text = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)[:200]
     if isinstance(err, ValueError) and "trust_remote_code" in str(err):  # a hub model with custom code
-        return ConfigError("model.trust_remote_code", cfg.trust_remote_code, "true to run the custom code this model ships", text)
+        allowed = "true to run the custom code this model ships"
+        return ConfigError("model.trust_remote_code", cfg.trust_remote_code, allowed, text)
     return ConfigError("model.path", cfg.path, f"a model directory or hub id with {what}", text)
 
 
@@ -83,7 +84,9 @@ def load_config(cfg: ModelConfig):
 def load_tokenizer(cfg: ModelConfig):
     path = check_model_path(cfg)
     try:
-        tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
     except (OSError, ValueError) as err:
         raise _not_a_model(cfg, err, "a tokenizer") from None
     if tok.pad_token is None:
