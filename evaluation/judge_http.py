@@ -154,7 +154,7 @@ class OpenAIJudge(CachedJudge):
                 return None, reason
             try:
                 content = response.json()["choices"][0]["message"]["content"]
-                return parse(content), ""
+                return parse(self._redact(content)), ""  # an endpoint echoing the key must not leak it
             except (ValueError, KeyError, IndexError, TypeError) as err:
                 # VerdictError (a ValueError) for a bad verdict, the others for a non-OpenAI reply.
                 kind = "unparsable verdict" if isinstance(err, VerdictError) else "not a chat completion"
