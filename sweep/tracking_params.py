@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainables.config import flatten as flatten_dict  # one flattening for MLflow params and search paths
+
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 MAX_TAG_LEN = 8000
 MASK = "***"
@@ -53,18 +55,6 @@ def code_version() -> str:
         return importlib.metadata.version("qlora-sweep")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"lora": {"r": 8}}` -> `{"lora.r": 8}`; keys that are already dotted stay as they are."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten_dict(value, path + "."))
-        else:
-            out[path] = value
-    return out
 
 
 def looks_secret(key: str) -> bool:

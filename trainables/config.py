@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -258,13 +259,13 @@ def load_trial_config(path: str | Path | None = None, overrides: list[str] | Non
     return validate(TrialConfig, apply_overrides(data, overrides or []))
 
 
-def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
+def flatten(cfg: BaseModel | Mapping, prefix: str = "") -> dict[str, Any]:
     """`{"lora.r": 8, ...}`: the dotted view used for MLflow params and search-space paths."""
     data = cfg.model_dump() if isinstance(cfg, BaseModel) else cfg
     out: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, Mapping) and value:  # an empty mapping stays a value (logged as "{}")
             out.update(flatten(value, path + "."))
         else:
             out[path] = value
