@@ -167,7 +167,7 @@ class LocalCluster:
                 kill_tree(p.pid)
 
 
-@pytest.fixture(scope="package")  # gone before other packages start Ray (Ray Train needs one instance)
+@pytest.fixture(scope="module")  # gone before other test modules start Ray (Ray Train needs one instance)
 def mlflow_server():
     """A real `mlflow server` on a free 127.0.0.1 port, ready when /health answers."""
     root = Path(tempfile.mkdtemp(prefix="qlora-cluster-mlflow-"))
@@ -215,7 +215,7 @@ def mlflow_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def cluster():
     """Head (`head_slot`) + worker (`worker_slot`), one CPU each; torn down even when a test fails."""
     c = LocalCluster(Path(tempfile.mkdtemp(prefix="qlora-cluster-", dir="/tmp")))
