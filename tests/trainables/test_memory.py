@@ -37,7 +37,7 @@ def _cfg(targets: str = "all-linear", bits: int = 4, dropout: float = 0.05, **tr
         {
             "lora": {"r": 8, "target_modules": targets, "dropout": dropout},
             "quantization": {"bits": bits},
-            "training": training,
+            "training": {"batch_size": 8, "grad_accum": 2, **training},  # the measured rows' micro-batch
         }
     )
 
@@ -57,7 +57,7 @@ def test_estimate_is_within_20_percent_of_measured_peaks(
 
 def test_estimate_grows_with_what_it_should() -> None:
     base = _estimate(_cfg())
-    assert _estimate(_cfg(batch_size=16)) > base  # more tokens per micro-batch
+    assert _estimate(_cfg(batch_size=16, grad_accum=1)) > base  # more tokens per micro-batch
     assert _estimate(_cfg(bits=8)) > base  # wider weights, int8 layers keep their inputs
     assert _estimate(_cfg(dropout=0.0)) < base  # no dropped copies of the adapted inputs
     assert _estimate(_cfg(targets="attention")) < base  # fewer adapters, MLP inputs not kept
