@@ -111,14 +111,8 @@ def run_ours(
     t0 = time.perf_counter()
     run_trial(cfg, rep)
     wall = time.perf_counter() - t0
-    a, b = rep.history[-2], rep.history[-1]
-    w1 = rep.history[0]
-    rate = (b["tokens_per_s"] * b["elapsed_s"] - a["tokens_per_s"] * a["elapsed_s"]) / (
-        b["elapsed_s"] - a["elapsed_s"]
-    )
-    rate_w2 = (a["tokens_per_s"] * a["elapsed_s"] - w1["tokens_per_s"] * w1["elapsed_s"]) / (
-        a["elapsed_s"] - w1["elapsed_s"]
-    )
+    w1, a, b = rep.history[0], rep.history[-2], rep.history[-1]
+    rate, rate_w2 = _train_rate(a, b), _train_rate(w1, a)
     model_cfg = load_config(cfg.model)
     trainable = count_trainable_params_for(model_cfg, cfg.lora)
     est = estimate(cfg, model_cfg, trainable, bool(b["gradient_checkpointing"]), on_gpu=True)
@@ -139,6 +133,12 @@ def run_ours(
         "micro_batch": f"{cfg.training.batch_size} x {cfg.training.max_seq_len}"
         + (" packed" if cfg.training.packing else ""),
     }
+
+
+def _train_rate(a: dict, b: dict) -> float:
+    """Tokens per second of training between two reports (eval time excluded, as the peers report)."""
+    tokens = b["tokens_per_s"] * b["elapsed_s"] - a["tokens_per_s"] * a["elapsed_s"]
+    return tokens / ((b["elapsed_s"] - b["eval_s"]) - (a["elapsed_s"] - a["eval_s"]))
 
 
 def total_params(root: Path) -> int:
@@ -223,6 +223,8 @@ def suite(args: argparse.Namespace) -> None:
             _child(cmd, out, args.timeout)
         elif kind in ("seed", "unsloth"):
             script = "benchmarks/seed_recipe.py" if kind == "seed" else "benchmarks/peer_unsloth.py"
+            name, _, shape = name.partition("@")  # unsloth:all-8bit@4x2048 = batch 4 x 2048 tokens
+            size = ["--batch", shape.split("x")[0], "--seq", shape.split("x")[1]] if shape else []
             env = {"PYTHONPATH": args.peer_path} if kind == "unsloth" else None
             cmd = [
                 py,
@@ -234,7 +236,8 @@ def suite(args: argparse.Namespace) -> None:
                 "--row",
                 name,
                 "--name",
-                f"{kind}-{name}",
+                f"{kind}-{name}" + (f"@{shape}" if shape else ""),
+                *size,
             ]
             _child(cmd, out, args.timeout, env)
     report(out / "results.jsonl", Path(args.root))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-CHUNK = 4096
+CHUNK = 1024  # positions per head chunk: 1024 x 32k-vocab fp32 logits (+ softmax, grad) ~ 0.4 GB
 
 
 def _head_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

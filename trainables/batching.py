@@ -30,31 +30,42 @@ def micro_batch_plan(n_rows: int, batch_size: int, seed: int, epochs: int) -> li
     return plan
 
 
-def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest row. Packed rows (with `seq_lengths`) get position_ids and no attention mask."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+def collate(rows: list[dict], pad_id: int, shape: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """Pad to the longest row, or to `shape` = (rows, width) when given: one fixed shape for every
+    micro-batch lets torch.compile keep one static graph (a new width or row count would recompile, and
+    after two it compiles a slower dynamic-shape graph). Pad rows carry no labels, so no loss.
+    Packed rows (with `seq_lengths`) get position_ids and no attention mask."""
+    n_rows, width = shape or (len(rows), max(len(r["input_ids"]) for r in rows))
+    ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    labels = torch.full((n_rows, width), -100, dtype=torch.long)
     for i, r in enumerate(rows):
         n = len(r["input_ids"])
         ids[i, :n] = torch.tensor(r["input_ids"])
         labels[i, :n] = torch.tensor(r["labels"])
     if "seq_lengths" not in rows[0]:
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((n_rows, width), dtype=torch.long)
         for i, r in enumerate(rows):
             mask[i, : len(r["input_ids"])] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.arange(width).repeat(n_rows, 1)  # pad rows are one segment each
     for i, r in enumerate(rows):
         lengths = list(r["seq_lengths"]) + ([width - sum(r["seq_lengths"])] if width > sum(r["seq_lengths"]) else [])
         positions[i] = torch.cat([torch.arange(n) for n in lengths])  # the pad tail is its own segment
     return {"input_ids": ids, "labels": labels, "position_ids": positions}
 
 
-def eval_batches(ds: datasets.Dataset, batch_size: int, pad_id: int, limit: int | None = None) -> list[dict]:
-    """Fixed, unpacked eval batches sorted by length (little padding): the same for every trial."""
-    order = sorted(range(len(ds)), key=lambda i: len(ds[i]["input_ids"]))
-    batches = [collate([ds[i] for i in order[j : j + batch_size]], pad_id) for j in range(0, len(order), batch_size)]
+def eval_batches(
+    ds: datasets.Dataset, batch_size: int, pad_id: int, limit: int | None = None, shape: tuple[int, int] | None = None
+) -> list[dict]:
+    """Fixed eval batches, the same for every trial: unpacked rows sorted by length (little padding),
+    or packed rows padded to `shape` (the training shape, so eval reuses the compiled static graphs)."""
+    if shape is not None:
+        packed = pack(ds, shape[1])
+        batches = [collate([packed[i] for i in range(j, min(j + shape[0], len(packed)))], pad_id, shape)
+                   for j in range(0, len(packed), shape[0])]
+    else:
+        order = sorted(range(len(ds)), key=lambda i: len(ds[i]["input_ids"]))
+        batches = [collate([ds[i] for i in order[j : j + batch_size]], pad_id) for j in range(0, len(order), batch_size)]
     return batches[:limit] if limit else batches
 
 

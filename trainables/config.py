@@ -46,6 +46,12 @@ class QuantizationConfig(Strict):
     bits: Literal[4, 8, 16] = Field(4, description="Base weights: 4/8 = bitsandbytes QLoRA, 16 = plain LoRA.")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
     double_quant: bool = Field(True, description="Quantize the 4-bit quantization constants too.")
+    int8_matmul: Literal["dequantize", "llm.int8"] = Field(
+        "dequantize",
+        description="8-bit layers: 'dequantize' = int8 weights dequantized to the compute dtype for a plain "
+        "matmul (same memory, ~3x faster, activations never quantized); 'llm.int8' = bitsandbytes' "
+        "int8 matmul with outlier decomposition.",
+    )
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Dtype of the matmuls; auto = bfloat16 on GPU, float32 on CPU."
     )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import AutoModelForCausalLM
 
+from evaluation.loss import CHUNK
 from trainables.config import TrialConfig
 
 GIB = 2**30
@@ -77,7 +78,7 @@ def estimate(
         acts = tokens * (layers * h * wide + per_layer_token)
     else:
         acts = tokens * layers * per_layer_token
-    logits = min(tokens, 4096) * model_config.vocab_size * 4 * 3  # chunk logits, softmax, grad (fp32)
+    logits = min(tokens, CHUNK) * model_config.vocab_size * 4 * 3  # chunk logits, softmax, grad (fp32)
     total = weights + lora + acts + logits + (CUDA_CONTEXT_GB * GIB if on_gpu else 0)
     return MemoryEstimate(weights / GIB, lora / GIB, acts / GIB, logits / GIB, total / GIB, trainable_params)
 
@@ -93,7 +94,7 @@ def _per_layer_token(cfg: TrialConfig, h: int, i: int) -> float:
         elems += h + i
     if cfg.lora.dropout > 0:
         elems += DROPOUT_COPY * widths
-    if cfg.quantization.bits == 8:
+    if cfg.quantization.bits == 8 and cfg.quantization.int8_matmul == "llm.int8":
         elems += INT8_KEEP * (6 * h + i)
     return elems
 
@@ -115,3 +116,14 @@ def needs_checkpointing(cfg: TrialConfig, model_config, device: torch.device) ->
 
     trainable = count_trainable_params_for(model_config, cfg.lora)
     return estimate(cfg, model_config, trainable, False).total_gb > 0.9 * gpu_budget_gb(device)
+
+
+def use_expandable_segments(device: torch.device) -> None:
+    """Let the CUDA caching allocator grow segments in place, unless the user configured it.
+
+    Packed batches and compiled graphs otherwise leave the allocator holding blocks it cannot reuse:
+    25.8 GiB reserved for a 19.1 GiB allocated peak on the reference job (benchmarks/RESULTS.md),
+    and reserved memory is what a GPU shared by several trials runs out of.
+    """
+    if device.type == "cuda" and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+        torch._C._accelerator_setAllocatorSettings("expandable_segments:True")

@@ -18,6 +18,7 @@ from evaluation.errors import ConfigError
 from trainables.bnb_cpu_fix import disable_cpu_weight_repacking
 from trainables.builtin_models import resolve_model_path
 from trainables.config import LoraConfig, ModelConfig, QuantizationConfig
+from trainables.int8_matmul import use_dequantized_int8
 
 # Leaf names of query/value projections across architectures (Llama/Mistral/Qwen: q_proj, v_proj;
 # BERT-style: query, value; T5: q, v). Fused qkv projections are adapted whole.
@@ -133,6 +134,8 @@ def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.devic
     for p in model.parameters():
         p.requires_grad_(False)
     disable_cpu_weight_repacking(model)
+    if q.bits == 8 and q.int8_matmul == "dequantize":
+        use_dequantized_int8(model)
     return model
 
 
@@ -191,7 +194,10 @@ def compile_decoder_layers(model) -> int:
 
     The loss calls the decoder body directly (evaluation/loss.py), so compiling the outer wrapper
     would leave every trained op eager. The layers share one code object, so they share compiled
-    graphs, and compile time is that of one layer rather than of the whole model.
+    graphs, and compile time is that of one layer rather than of the whole model. Static shapes:
+    training and eval batches have one fixed shape (trainables/batching.py), and a dynamic-shape
+    graph (what torch.compile falls back to after seeing two shapes) costs speed on every step.
+    Generation runs these layers eagerly (evaluation/generation.py).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = getattr(base.get_decoder(), "layers", None)
@@ -200,7 +206,7 @@ def compile_decoder_layers(model) -> int:
         return 0
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(layers))
     for layer in layers:
-        layer.compile()
+        layer.compile(dynamic=False)
     return len(layers)
 
 

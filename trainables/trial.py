@@ -28,7 +28,7 @@ from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
-from trainables.memory import needs_checkpointing
+from trainables.memory import needs_checkpointing, use_expandable_segments
 from trainables.model import (
     attach_lora,
     compile_decoder_layers,
@@ -78,13 +78,16 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
     rank, world = _world()
     t_cfg = cfg.training
     device = device_for_trial()
+    use_expandable_segments(device)
     torch.manual_seed(t_cfg.seed)
 
     # 1. Data: tokenized once per node (cached), eval split held out by product.
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, t_cfg.max_seq_len)
     train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
-    evals = eval_batches(data.eval, t_cfg.batch_size * 2, tokenizer.pad_token_id, t_cfg.eval_batches)[rank::world]
+    # Packed micro-batches all have one shape (this worker's rows x max_seq_len), eval's too: see collate.
+    shape = (-(-t_cfg.batch_size // world), t_cfg.max_seq_len) if t_cfg.packing else None
+    evals = eval_batches(data.eval, t_cfg.batch_size * 2, tokenizer.pad_token_id, t_cfg.eval_batches, shape)[rank::world]
 
     # 2. Model: quantized frozen base + fresh LoRA adapters.
     model = load_base_model(cfg.model, cfg.quantization, device)
@@ -127,7 +130,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
     while state["step"] < total_steps:
         step = state["step"]
         rows = [[train_rows[i] for i in plan[step * per_step + k]][rank::world] for k in range(per_step)]
-        batches = [collate(r, tokenizer.pad_token_id) for r in rows]
+        batches = [collate(r, tokenizer.pad_token_id, shape) for r in rows]
         n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
         for batch in batches:
             loss_sum, _ = response_loss_sum(model, batch)
@@ -147,8 +150,10 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
 
         if step % t_cfg.eval_interval == 0 or step == total_steps:
             # window_tokens already counts every worker's tokens (n_step is global); losses are summed here.
-            loss_sum_all = _all_sum([float(window_loss)], device)[0]
+            loss_sum_all = _all_sum([float(window_loss)], device)[0]  # a sync: the window's steps are done
+            t_eval = time.perf_counter()
             ev = loss_metrics(*_all_sum(list(eval_loss_sums(model, evals)), device))
+            state["eval_s"] = state.get("eval_s", 0.0) + time.perf_counter() - t_eval
             state["elapsed_s"] = time.perf_counter() - started
             metrics = {
                 "step": step, "epoch": step * per_step / max(1, len(plan) / epochs),
@@ -156,7 +161,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
                 "base_eval_loss": state["base_eval_loss"], "base_perplexity": state["base_perplexity"],
                 "tokens_per_s": _all_sum([state["tokens"]], device)[0] / max(state["elapsed_s"], 1e-9),
                 "peak_mem_gb": _peak_mem_gb(device), "trainable_params": trainable,
-                "elapsed_s": state["elapsed_s"], "total_steps": total_steps, "workers": world,
+                "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"], "total_steps": total_steps, "workers": world,
                 "gradient_checkpointing": grad_ckpt, "done": step == total_steps,
             }
             state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
