@@ -116,9 +116,10 @@ def _adapter(ckpt):
 
 def test_one_fsdp_step_on_two_workers_equals_one_worker(tiny_model_dir, tmp_path):
     torch.set_num_threads(1)
+    odd = ["training.eval_batches=3"]  # 2 eval batches on rank 0, 1 on rank 1: forwards must stay in step
     single = PrintReporter(tmp_path / "single", echo=lambda _: None)
-    run_trial(_cfg(tiny_model_dir), single, strategy="fsdp")  # one worker: nothing to shard
-    _spawn(_train, str(tiny_model_dir), tmp_path, [], 0, False)
+    run_trial(_cfg(tiny_model_dir, *odd), single, strategy="fsdp")  # one worker: nothing to shard
+    _spawn(_train, str(tiny_model_dir), tmp_path, odd, 0, False)
     one = _adapter(single.checkpoint_dir(1))
     two = _adapter(tmp_path / "rank0" / "checkpoints" / "step-0000001")
     assert not (tmp_path / "rank1" / "checkpoints").exists()  # only rank 0 writes the adapter
