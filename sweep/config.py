@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from evaluation.config import Strict
 from evaluation.errors import ConfigError
 from trainables.config import TrialConfig, apply_overrides, apply_params, read_yaml, validate
+from trainables.sharding import check_shardable
 
 DOMAINS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 
@@ -77,7 +78,10 @@ class ResourcesConfig(Strict):
         None, gt=0, description="Memory of one GPU for auto fractions and `plan`; default: detected, else 80."
     )
     workers_per_trial: int = Field(1, ge=1, description="Ray Train workers per trial (data parallel).")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="How multi-worker trials split the work.")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Multi-worker trials: ddp = a whole model per worker; fsdp = base and adapter sharded "
+        "across the workers (for models bigger than one GPU; 4 or 16 bits, not 8)."
+    )
     keep_effective_batch: bool = Field(
         True, description="With N workers, each takes batch_size / N rows so the effective batch stays as configured."
     )
@@ -169,4 +173,6 @@ def load_sweep_config(path: str | Path | None = None, overrides: list[str] | Non
     data = read_yaml(path) if path else {}
     cfg = validate(SweepConfig, apply_overrides(data, overrides or []))
     check_space(cfg)
+    if cfg.resources.strategy == "fsdp" and cfg.resources.workers_per_trial > 1:
+        check_shardable(cfg.quantization.bits)
     return cfg

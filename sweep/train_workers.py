@@ -3,8 +3,9 @@
 Ray Train V2 (the default in Ray 2.60) no longer takes a TorchTrainer as a Tune trainable; the
 documented pattern is a Tune function trial that calls `TorchTrainer.fit()`, with Tune's
 `TuneReportCallback` forwarding rank 0's reports, so ASHA, resume and MLflow see a multi-worker
-trial exactly like a single-worker one. Every worker runs `trainables.trial.run_trial`; workers take
-their share of each micro-batch and sum gradients (see trial.py), rank 0 alone writes the adapter.
+trial exactly like a single-worker one. Every worker runs `trainables.trial.run_trial` with the
+sweep's `resources.strategy` (ddp or fsdp); workers take their share of each micro-batch and sum
+gradients (see trial.py), rank 0 alone writes the adapter.
 A stable Train run name per Tune trial makes a retried trial resume from its Ray Train checkpoints.
 """
 
@@ -46,7 +47,7 @@ class TrainReporter:
 
 
 def _worker_loop(config: dict) -> None:
-    run_trial(TrialConfig.model_validate(config["trial"]), TrainReporter())
+    run_trial(TrialConfig.model_validate(config["trial"]), TrainReporter(), strategy=config["strategy"])
 
 
 def per_worker_config(cfg: TrialConfig, sweep: SweepConfig) -> TrialConfig:
@@ -66,7 +67,7 @@ def run_multi_worker_trial(cfg: TrialConfig, sweep: SweepConfig) -> None:
     storage = sweep.storage()
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"trial": per_worker_config(cfg, sweep).model_dump()},
+        train_loop_config={"trial": per_worker_config(cfg, sweep).model_dump(), "strategy": res.strategy},
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=bool(gpu),
                                      resources_per_worker={"CPU": res.cpu, **({"GPU": gpu} if gpu else {})}),

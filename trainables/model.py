@@ -95,22 +95,27 @@ def load_tokenizer(cfg: ModelConfig):
     return tok
 
 
-def quantization_config(q: QuantizationConfig, device: torch.device) -> BitsAndBytesConfig | None:
+def quantization_config(q: QuantizationConfig, device: torch.device, shardable: bool = False) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings for `q`. `shardable` (FSDP) stores the packed 4-bit data as a tensor of the
+    compute dtype instead of uint8, so FSDP can shard and gather it like the LoRA weights beside it."""
     if q.bits == 16:
         return None
     if q.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
+    compute = resolve_dtype(q.compute_dtype, device)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.quant_type,
         bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=resolve_dtype(q.compute_dtype, device),
-        bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute if shardable else torch.uint8,
     )
 
 
-def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.device | None = None):
-    """The frozen base model on `device`, quantized per `q`, with the bitsandbytes CPU fix applied."""
+def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.device | None = None,
+                    shardable: bool = False):
+    """The frozen base model on `device`, quantized per `q`, with the bitsandbytes CPU fix applied
+    (`shardable`: laid out for FSDP, see `quantization_config`)."""
     device = device or device_for_trial()
     path = check_model_path(cfg)
     load_config(cfg)  # a missing or broken config, or unasked-for remote code, fails here as a ConfigError
@@ -122,7 +127,7 @@ def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.devic
             path,
             revision=cfg.revision,
             dtype=resolve_dtype(cfg.dtype, device),
-            quantization_config=quantization_config(q, device),
+            quantization_config=quantization_config(q, device, shardable),
             device_map={"": device},
             attn_implementation=attn,
             trust_remote_code=cfg.trust_remote_code,

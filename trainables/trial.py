@@ -3,7 +3,10 @@
 A plain function of the trial config and a small reporter, so `qlora-sweep train`, a Ray Tune
 trial and each Ray Train worker run this same loop. With torch.distributed initialised (Ray Train),
 every worker takes its share of each micro-batch and gradients are summed across workers, so N
-workers on 1/N of the batch take the same step as one worker on the whole batch.
+workers on 1/N of the batch take the same step as one worker on the whole batch. The `strategy`
+says how workers hold the model: "ddp" gives each a whole copy and all-reduces the LoRA gradients;
+"fsdp" shards the base and the adapter across them (trainables/sharding.py), which makes every
+forward a collective, so under FSDP all workers evaluate, generate and gather checkpoints in step.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from evaluation.generation import choose, generate
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
 from trainables.batching import collate, eval_batches, micro_batch_plan, pack, response_tokens
 from trainables.builtin_models import cache_dir
-from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
@@ -37,6 +40,7 @@ from trainables.model import (
     load_tokenizer,
 )
 from trainables.reporting import PrintReporter, Reporter
+from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
 
 def _world() -> tuple[int, int]:
@@ -50,6 +54,18 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def _eval_sums(model, evals: list[dict], lockstep: bool, device: torch.device) -> list[float]:
+    """Loss sum and token count over `evals`, each worker taking every world-th batch. `lockstep`
+    (FSDP): a worker with one batch fewer runs a discarded extra forward, because every forward
+    all-gathers weights with all other workers."""
+    rank, world = _world()
+    mine = evals[rank::world]
+    sums = list(eval_loss_sums(model, mine))
+    if lockstep and len(mine) < math.ceil(len(evals) / world):
+        eval_loss_sums(model, evals[:1])
+    return _all_sum(sums, device)
 
 
 def _schedule(cfg, total_steps: int):
@@ -72,10 +88,16 @@ def _peak_mem_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
 
 
-def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
-    """Train one adapter per `cfg`; returns the final metrics. Resumes from `reporter.restore_dir()`."""
+def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str = "ddp") -> dict:
+    """Train one adapter per `cfg`; returns the final metrics. Resumes from `reporter.restore_dir()`.
+    `strategy` ("ddp" or "fsdp") matters only with several workers (see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     reporter = reporter or PrintReporter(cfg.output_dir, keep=cfg.training.keep_checkpoints)
     rank, world = _world()
+    sharded = strategy == "fsdp" and world > 1
+    if sharded:
+        check_shardable(cfg.quantization.bits)
     t_cfg = cfg.training
     device = device_for_trial()
     use_expandable_segments(device)
@@ -87,16 +109,18 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
     train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
     # Packed micro-batches all have one shape (this worker's rows x max_seq_len), eval's too: see collate.
     shape = (-(-t_cfg.batch_size // world), t_cfg.max_seq_len) if t_cfg.packing else None
-    evals = eval_batches(data.eval, t_cfg.batch_size * 2, tokenizer.pad_token_id, t_cfg.eval_batches, shape)[rank::world]
+    evals = eval_batches(data.eval, t_cfg.batch_size * 2, tokenizer.pad_token_id, t_cfg.eval_batches, shape)
 
-    # 2. Model: quantized frozen base + fresh LoRA adapters.
-    model = load_base_model(cfg.model, cfg.quantization, device)
+    # 2. Model: quantized frozen base + fresh LoRA adapters (sharded across the workers with FSDP).
+    model = load_base_model(cfg.model, cfg.quantization, device, shardable=sharded)
     grad_ckpt = needs_checkpointing(cfg, model.config, device)
     model = attach_lora(model, cfg.lora, seed=t_cfg.seed, gradient_checkpointing=grad_ckpt)
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in params)
     if t_cfg.compile and device.type == "cuda":  # on the CPU, compile time would outweigh the gain
         compile_decoder_layers(model)
+    if sharded:
+        shard_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
 
     # 3. Optimizer and the step plan (a pure function of the seed: resume sees the same batches).
     optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, fused=device.type == "cuda")
@@ -118,7 +142,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
             reporter.report(state["last_metrics"], None)
             return state["last_metrics"]
     else:
-        base = loss_metrics(*_all_sum(list(eval_loss_sums(model, evals)), device))
+        base = loss_metrics(*_eval_sums(model, evals, sharded, device))
         state = {"step": 0, "base_eval_loss": base["eval_loss"], "base_perplexity": base["perplexity"],
                  "elapsed_s": 0.0, "tokens": 0, "history": []}
     model.train()
@@ -136,7 +160,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
             loss_sum, _ = response_loss_sum(model, batch)
             (loss_sum / n_step).backward()
             window_loss += loss_sum.detach()
-        if world > 1:
+        if world > 1 and not sharded:  # FSDP reduce-scatters (sums) the gradients itself
             for p in params:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
@@ -152,7 +176,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
             # window_tokens already counts every worker's tokens (n_step is global); losses are summed here.
             loss_sum_all = _all_sum([float(window_loss)], device)[0]  # a sync: the window's steps are done
             t_eval = time.perf_counter()
-            ev = loss_metrics(*_all_sum(list(eval_loss_sums(model, evals)), device))
+            ev = loss_metrics(*_eval_sums(model, evals, sharded, device))
             state["eval_s"] = state.get("eval_s", 0.0) + time.perf_counter() - t_eval
             state["elapsed_s"] = time.perf_counter() - started
             metrics = {
@@ -168,22 +192,39 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None) -> dict:
             window_loss.zero_()
             window_tokens = 0
             ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
+            # Under FSDP the adapter and the final generations need every worker (collectives).
+            gathered = full_state(model, optimizer) if sharded else None
+            outputs = _generations(cfg, model, tokenizer, data, sharded) \
+                if step == total_steps and (ckpt is not None or sharded) else None
             if ckpt is not None:
-                if step == total_steps:
-                    metrics.update(_final_evaluation(cfg, model, tokenizer, data, ckpt))
+                if outputs is not None:
+                    metrics.update(_final_evaluation(cfg, data, outputs, ckpt))
                 state["last_metrics"] = metrics
-                save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state)
+                save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered)
             reporter.report(metrics, ckpt)
     return metrics
 
 
-def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str]) -> list[str]:
+def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lockstep: bool) -> list[str]:
     """The base model's outputs for the same prompts (adapter disabled), computed once per node:
-    every trial of a sweep shares its base model, so the first one to get here writes the cache."""
+    every trial of a sweep shares its base model, so the first one to get here writes the cache.
+    `lockstep` (FSDP): generating is collective, so rank 0's cache decides for every worker."""
     key = hashlib.sha256(json.dumps([cfg.model.path, cfg.model.revision, cfg.quantization.model_dump(),
                                      cfg.generation.model_dump(), prompts]).encode()).hexdigest()[:20]
     path = cache_dir() / "base_generations" / f"{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if lockstep:
+        cached = [path.is_file()]
+        dist.broadcast_object_list(cached, src=0)
+        if not cached[0]:
+            with model.disable_adapter():
+                outputs = generate(model, tokenizer, prompts, cfg.generation)
+            if _world()[0] == 0:
+                with FileLock(str(path) + ".lock"):
+                    path.write_text(json.dumps(outputs))
+            return outputs
+        if _world()[0] != 0:  # only rank 0 judges; the others' node may not have the cache
+            return []
     with FileLock(str(path) + ".lock"):
         if not path.is_file():
             with model.disable_adapter():
@@ -191,12 +232,17 @@ def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str]) ->
         return json.loads(path.read_text())
 
 
-def _final_evaluation(cfg: TrialConfig, model, tokenizer, data, ckpt: Path) -> dict:
-    """Generations for the fixed held-out prompts, the judge's verdicts, and the files a person reads."""
+def _generations(cfg: TrialConfig, model, tokenizer, data, lockstep: bool) -> tuple[list, list, list, list]:
+    """The fixed held-out rows, their prompts, and the trained and the base model's outputs."""
     rows = choose(data.eval_rows, cfg.generation)
     prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
     outputs = generate(model, tokenizer, prompts, cfg.generation)
-    base_outputs = _base_generations(cfg, model, tokenizer, prompts)
+    return rows, prompts, outputs, _base_generations(cfg, model, tokenizer, prompts, lockstep)
+
+
+def _final_evaluation(cfg: TrialConfig, data, generations: tuple[list, list, list, list], ckpt: Path) -> dict:
+    """The judge's verdicts on the final generations, and the files a person reads."""
+    rows, prompts, outputs, base_outputs = generations
     records = [{"product": r["product"], "category": r["category"], "prompt": p, "output": o,
                 "reference": r["description"], "length": len(o.split())} for r, p, o in zip(rows, prompts, outputs)]
     base = [{**rec, "output": o, "length": len(o.split())} for rec, o in zip(records, base_outputs)]
