@@ -67,7 +67,8 @@ def _base_cfg(epochs: float, max_steps: int | None, overrides: list[str]):  # no
     training: dict = {"epochs": epochs, "eval_interval": 10**9}  # one eval, at the end
     if max_steps:
         training["max_steps"] = max_steps
-    raw = {"model": {"path": os.environ.get("QUALITY_MODEL", MODEL)}, "data": {"source": DATA}, "training": training}
+    raw = {"model": {"path": os.environ.get("QUALITY_MODEL", MODEL)}, "data": {"source": DATA}, "training": training,
+           "quantization": {"bits": int(os.environ.get("QUALITY_BITS", "4"))}}
     return validate(TrialConfig, apply_overrides(raw, overrides))
 
 
@@ -332,6 +333,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="directory for <row>.json files and quality.json")
     p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--bits", type=int, choices=[4, 8, 16], default=4, help="base weights of both recipes")
     p.add_argument("--model", default=MODEL, help="built-in model (smollm2-135m; tiny as a fast proxy)")
     p.add_argument("--max-steps", type=int, default=None, help="timing probe: stop both recipes after N steps")
     p.add_argument("--only", choices=["seed", "ours"], action="append", help="run only these rows (repeatable)")
@@ -348,7 +350,8 @@ def main() -> None:
     p.add_argument("--name", help=argparse.SUPPRESS)
     p.add_argument("--set", action="append", help=argparse.SUPPRESS)
     args = p.parse_args()
-    os.environ["QUALITY_MODEL"] = args.model  # the row processes inherit it
+    os.environ["QUALITY_MODEL"] = args.model  # the row processes inherit these
+    os.environ["QUALITY_BITS"] = str(args.bits)
     if args.recipe:
         _row(args)
         return
