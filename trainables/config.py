@@ -139,7 +139,7 @@ class TrainingConfig(Strict):
         True, description="Pack several examples into one row; attention never crosses example boundaries."
     )
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto", description="auto = off when the memory estimate fits the device, on otherwise."
+        "auto", description="auto = on when the memory estimate does not fit the GPU share (or, on the CPU, free RAM)."
     )
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
     lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
