@@ -366,7 +366,8 @@ def main() -> None:
     plan = [x for x in plan if not args.only or x[0] in args.only]
     if args.diag:
         plan.append(("ours-diag", "ours", base + args.diag))
-    common = ["--out", str(out), "--epochs", str(args.epochs), "--seed-optim", args.seed_optim, "--model", args.model]
+    common = ["--out", str(out), "--epochs", str(args.epochs), "--seed-optim", args.seed_optim, "--model", args.model,
+              "--bits", str(args.bits)]
     common += ["--max-steps", str(args.max_steps)] if args.max_steps else []
     common += ["--no-grad-ckpt"] if args.no_grad_ckpt else []
     procs = []
