@@ -64,10 +64,6 @@ def _weight(module: torch.nn.Module) -> torch.Tensor | None:
     return getattr(inner, "weight", None)
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    return any(isinstance(p, DTensor) for p in model.parameters())
-
-
 def full(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor (all-gathered from every worker: every rank must call this, in the same order)."""
     return t.full_tensor() if isinstance(t, DTensor) else t
@@ -86,4 +82,3 @@ def local_fraction(params: list[torch.Tensor]) -> float:
     """Elements of `params` held by this worker over their full size (1.0 when not sharded)."""
     local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params)
     return local / max(1, sum(p.numel() for p in params))
-
