@@ -69,6 +69,14 @@ def eval_batches(
     return batches[:limit] if limit else batches
 
 
+def trial_eval_batches(training, ds: datasets.Dataset, pad_id: int) -> list[dict]:
+    """The eval batches a trial scores with, per its `training` config (all of them: each worker takes
+    its share, so the set does not depend on the worker count). `qlora-sweep eval` and the quality
+    benchmark use these too, so every eval loss of an adapter is the same computation."""
+    shape = (training.batch_size, training.max_seq_len) if training.packing else None
+    return eval_batches(ds, training.batch_size * 2, pad_id, training.eval_batches, shape)
+
+
 def response_tokens(batch: dict[str, torch.Tensor]) -> int:
     """Tokens that carry loss in a batch (counted on the host: no device sync)."""
     return int((batch["labels"][:, 1:] != -100).sum())

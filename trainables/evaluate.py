@@ -6,7 +6,7 @@ from pathlib import Path
 
 from evaluation.generation import choose, generate
 from evaluation.loss import evaluate_loss
-from trainables.batching import eval_batches
+from trainables.batching import trial_eval_batches
 from trainables.config import TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
@@ -17,7 +17,7 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     """Eval loss and perplexity of base and adapter on the held-out split, generations, judge scores."""
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
-    batches = eval_batches(data.eval, cfg.training.batch_size * 2, tokenizer.pad_token_id, cfg.training.eval_batches)
+    batches = trial_eval_batches(cfg.training, data.eval, tokenizer.pad_token_id)
     model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
     with model.disable_adapter():
         base = evaluate_loss(model, batches)

@@ -25,7 +25,7 @@ from filelock import FileLock
 
 from evaluation.generation import choose, generate
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
-from trainables.batching import collate, eval_batches, micro_batch_plan, pack, response_tokens
+from trainables.batching import collate, micro_batch_plan, pack, response_tokens, trial_eval_batches
 from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import TrialConfig
@@ -107,11 +107,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, t_cfg.max_seq_len)
     train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
-    # Packed micro-batches all have one shape (this worker's rows x max_seq_len), eval's too (the whole
-    # batch's rows, so the eval set does not depend on the worker count): see collate.
+    # Packed micro-batches all have one shape (this worker's rows x max_seq_len): see collate.
     shape = (-(-t_cfg.batch_size // world), t_cfg.max_seq_len) if t_cfg.packing else None
-    eval_shape = (t_cfg.batch_size, t_cfg.max_seq_len) if t_cfg.packing else None
-    evals = eval_batches(data.eval, t_cfg.batch_size * 2, tokenizer.pad_token_id, t_cfg.eval_batches, eval_shape)
+    evals = trial_eval_batches(t_cfg, data.eval, tokenizer.pad_token_id)
 
     # 2. Model: quantized frozen base + fresh LoRA adapters (sharded across the workers with FSDP).
     model = load_base_model(cfg.model, cfg.quantization, device, shardable=sharded)
