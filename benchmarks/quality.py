@@ -21,7 +21,7 @@ the same training tokens), and scores both final adapters with the same function
   training breaks after any eval pass on this CPU), and the LoRA weights are initialised under the
   same `torch.manual_seed` as ours (a fingerprint of the initial LoRA A weights is recorded for
   both, to show they start equal). It is evaluated only after training.
-- **score**: `evaluation.loss.eval_loss_sums` over `trainables.batching.eval_batches` of the
+- **score**: `evaluation.loss.eval_loss_sums` over `trainables.batching.trial_eval_batches` of the
   held-out split (whole products held out, 100 rows): mean loss per response token. The base
   model's score is measured in both processes (ours before training, the seed's with its adapter
   disabled after training) as a check that the two score the same thing.
@@ -50,6 +50,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks import common
 
 DATA = "sample"
 MODEL = "smollm2-135m"  # --model tiny: a 2-layer proxy that trains 3 epochs in minutes on a CPU
@@ -165,7 +167,7 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
     from trl import SFTConfig, SFTTrainer
 
     from evaluation.loss import eval_loss_sums, loss_metrics
-    from trainables.batching import eval_batches
+    from trainables.batching import trial_eval_batches
     from trainables.data import prepare_data
     from trainables.model import device_for_trial, load_base_model, load_tokenizer
 
@@ -175,37 +177,26 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
     t0 = time.perf_counter()
     tok = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tok, cfg.training.max_seq_len)
-    # Same eval batches as run_trial builds (batch_size * 2 rows each, sorted by length).
-    evals = eval_batches(data.eval, cfg.training.batch_size * 2, tok.pad_token_id, cfg.training.eval_batches)
+    evals = trial_eval_batches(cfg.training, data.eval, tok.pad_token_id)  # the batches run_trial scores
     model = load_base_model(cfg.model, cfg.quantization, device)  # includes disable_cpu_weight_repacking
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_ckpt)
     torch.manual_seed(seed)  # as trainables.model.attach_lora does right before get_peft_model
-    peft_cfg = LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", bias="none", task_type="CAUSAL_LM"
-    )
+    peft_cfg = LoraConfig(**common.SEED_LORA, target_modules="all-linear")
     model = get_peft_model(model, peft_cfg)
     lora_init = _lora_fingerprint(model)
     load_s = time.perf_counter() - t0
     args = SFTConfig(
+        **common.SEED_TRAINING,
         output_dir=str(tmp),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=4,
         gradient_checkpointing=grad_ckpt,
         optim=optim,
-        learning_rate=2e-4,
-        lr_scheduler_type="cosine",
-        warmup_steps=1,
         bf16=False,
         max_length=cfg.training.max_seq_len,
-        packing=False,
         num_train_epochs=epochs,
         max_steps=max_steps or -1,
         logging_steps=5,
-        save_strategy="no",
         eval_strategy="no",
-        report_to="none",
         seed=seed,
-        dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
     )
     train = data.train.select_columns(["input_ids", "labels"])  # trl uses prebuilt labels as they are
@@ -221,7 +212,8 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
         "name": name,
         "recipe": f"seed: {SEED_RECIPE}, {optim}" + ("" if grad_ckpt else ", grad ckpt OFF"),
         "micro_batch": "4 x <=512 padded, accum 4",
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
+        "lora": {"r": common.SEED_LORA["r"], "alpha": common.SEED_LORA["lora_alpha"],
+                 "dropout": common.SEED_LORA["lora_dropout"], "target_modules": "all-linear"},
         "quantization": cfg.quantization.model_dump(),
         "optimizer": optim + (" (bitsandbytes falls back to non-paged on the CPU)" if "paged" in optim else ""),
         "base_eval_loss": base["eval_loss"],

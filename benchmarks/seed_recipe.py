@@ -56,32 +56,17 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     ds = datasets.Dataset.from_list(common.prompt_completion_rows(root))
     cfg = SFTConfig(
+        **common.SEED_TRAINING,
         output_dir="/tmp/seed-out",
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=4,
         gradient_checkpointing=True,
         optim=a.optim,
-        learning_rate=2e-4,
-        lr_scheduler_type="cosine",
-        warmup_steps=1,
         bf16=True,
         max_length=common.MAX_LEN,
-        packing=False,
         max_steps=a.warmup + a.steps,
         logging_steps=1000,
-        save_strategy="no",
-        report_to="none",
         seed=42,
-        dataloader_num_workers=0,
     )
-    peft_cfg = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        lora_dropout=0.05,
-        target_modules=TARGETS[targets],
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    peft_cfg = LoraConfig(**common.SEED_LORA, target_modules=TARGETS[targets])
     timer = common.step_timer(a.warmup)
     trainer = SFTTrainer(
         model=model, args=cfg, train_dataset=ds, processing_class=tok, peft_config=peft_cfg, callbacks=[timer]
