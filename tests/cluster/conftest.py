@@ -28,7 +28,7 @@ import pytest
 from cluster.runtime_env import EXTRA_ENV, PASS_ENV, TEMPLATE_ENV
 
 BIN = Path(sys.executable).parent  # the venv's `ray`, `qlora-sweep` and `python`
-START_DEADLINE_S = 90
+START_DEADLINE_S = 300
 # Not inherited from the pytest process: its Ray address, its cache, and whatever a submission
 # would pass on (the tests set exactly what they mean to pass).
 UNSET = {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "QLORA_SWEEP_CACHE", EXTRA_ENV, TEMPLATE_ENV, *PASS_ENV}

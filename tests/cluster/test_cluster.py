@@ -20,7 +20,7 @@ from sweep.tracking_runs import PARENT_TAG, ROLE_TAG
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's `ray` and `qlora-sweep`
-JOB_DEADLINE_S = 240
+JOB_DEADLINE_S = 900
 
 
 def write_sweep(

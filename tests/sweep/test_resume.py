@@ -49,7 +49,7 @@ def _start(args, log):
     return subprocess.Popen([sys.executable, "-m", "sweep.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _kill_when(proc, condition, deadline_s=240):
+def _kill_when(proc, condition, deadline_s=900):
     """SIGKILL the driver as soon as `condition()` holds (polled with a deadline, not slept on)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:

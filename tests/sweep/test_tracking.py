@@ -151,7 +151,7 @@ def mlflow_server(tmp_path_factory):
     proc = subprocess.Popen(
         cmd + ["--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
     while True:
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as resp:
