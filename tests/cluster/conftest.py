@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,50 +166,13 @@ class LocalCluster:
 
 
 @pytest.fixture(scope="module")  # gone before other test modules start Ray (Ray Train needs one instance)
-def mlflow_server():
+def mlflow_server(start_mlflow_server):
     """A real `mlflow server` on a free 127.0.0.1 port, ready when /health answers."""
     root = Path(tempfile.mkdtemp(prefix="qlora-cluster-mlflow-"))
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'db.sqlite'}",
-        "--artifacts-destination",
-        str(root / "art"),
-    ]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + START_DEADLINE_S
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not become healthy: {(root / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.2)  # polling interval of the readiness probe, bounded by the deadline
-        yield url
+        with start_mlflow_server(root) as url:
+            yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: its workers included
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -10,13 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -134,42 +129,10 @@ def adapter_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, start_mlflow_server):
     """A real `mlflow server` on a free 127.0.0.1 port, ready when /health answers."""
-    root = tmp_path_factory.mktemp("server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += [
-        "--backend-store-uri",
-        f"sqlite:///{root / 'db.sqlite'}",
-        "--artifacts-destination",
-        str(root / "art"),
-    ]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        cmd + ["--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"mlflow server did not become healthy: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.2)  # polling interval of the readiness probe, bounded by the deadline above
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn workers included
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    with start_mlflow_server(tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 def run_sweep(tracking_uri: str, storage: Path, adapter_files, fail_flag: Path, restore: bool) -> str:
