@@ -8,7 +8,7 @@ the same training tokens), and scores both final adapters with the same function
 
 - **ours**: `trainables.trial.run_trial` with TrialConfig's defaults (read from the config, not
   written here) except model = smollm2-135m, data.source = sample and the number of epochs.
-- **seed**: the seed study's recipe (benchmarks/seed_recipe.py) on the CPU: trl SFTTrainer, 4 rows
+- **seed**: the seed study's recipe (benchmarks/seed_recipe.py): trl SFTTrainer, 4 rows
   x grad accum 4, gradient checkpointing, `prepare_model_for_kbit_training`, LoRA r=8 alpha 16
   dropout 0.05 all-linear, one example per row padded to the batch's longest, loss on the
   completion only, cosine lr 2e-4 with 1 warm-up step, seed 42. CPU differences, stated in the
@@ -20,7 +20,8 @@ the same training tokens), and scores both final adapters with the same function
   from our loader (same nf4 double-quant base and the bitsandbytes CPU fix, without which 4-bit
   training breaks after any eval pass on this CPU), and the LoRA weights are initialised under the
   same `torch.manual_seed` as ours (a fingerprint of the initial LoRA A weights is recorded for
-  both, to show they start equal). It is evaluated only after training.
+  both, to show they start equal). It is evaluated only after training. On a GPU it trains in bf16,
+  as the seed study did, with the real paged optimizer.
 - **score**: `evaluation.loss.eval_loss_sums` over `trainables.batching.trial_eval_batches` of the
   held-out split (whole products held out, 100 rows): mean loss per response token. The base
   model's score is measured in both processes (ours before training, the seed's with its adapter
@@ -33,6 +34,8 @@ driver writes OUT/quality.json and prints a markdown table.
     python -m benchmarks.quality --out OUT --only ours --diag training.packing=false ...
     python -m benchmarks.quality --out OUT --max-steps 2           # timing probe (not a result)
     python -m benchmarks.quality --out OUT --model tiny            # the 2-layer proxy, minutes on a CPU
+    python -m benchmarks.quality --out OUT --seed 7 --variant lr1e-3 training.lr=1e-3   # more rows, another seed
+    benchmarks/quality_gpu.sh                                      # the same on the lent GPU (see there)
 
 On a 23 GB CPU machine our SmolLM2 row needs `--ours-set 'training.gradient_checkpointing="on"'`:
 gradient checkpointing 'auto' is off on the CPU, and 16 x 512 float32 packed rows without it were
@@ -63,10 +66,12 @@ SEED_RECIPE = (
 
 
 def _base_cfg(epochs: float, max_steps: int | None, overrides: list[str]):  # noqa: ANN202 - a TrialConfig
-    """Our defaults with only model, data, epochs (and one eval, at the end) set."""
+    """Our defaults with only model, data, epochs, seed (and one eval, at the end) set."""
     from trainables.config import TrialConfig, apply_overrides, validate
 
     training: dict = {"epochs": epochs, "eval_interval": 10**9}  # one eval, at the end
+    if os.environ.get("QUALITY_SEED"):  # --seed: both recipes' LoRA init and data order
+        training["seed"] = int(os.environ["QUALITY_SEED"])
     if max_steps:
         training["max_steps"] = max_steps
     raw = {"model": {"path": os.environ.get("QUALITY_MODEL", MODEL)}, "data": {"source": DATA}, "training": training,
@@ -144,7 +149,7 @@ def run_ours(name: str, epochs: float, max_steps: int | None, overrides: list[st
         "lora": cfg.lora.model_dump(),
         "quantization": cfg.quantization.model_dump(),
         "training": t.model_dump(),
-        "optimizer": "torch AdamW (fused off on CPU)",
+        "optimizer": "torch AdamW" + ("" if _on_gpu() else " (fused off on CPU)"),
         "base_eval_loss": final["base_eval_loss"],
         "eval_loss": final["eval_loss"],
         "eval_tokens": final["eval_tokens"],
@@ -190,7 +195,7 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
         output_dir=str(tmp),
         gradient_checkpointing=grad_ckpt,
         optim=optim,
-        bf16=False,
+        bf16=device.type == "cuda",  # as the seed study on its GPU; float32 on the CPU, like ours there
         max_length=cfg.training.max_seq_len,
         num_train_epochs=epochs,
         max_steps=max_steps or -1,
@@ -215,7 +220,8 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
         "lora": {"r": common.SEED_LORA["r"], "alpha": common.SEED_LORA["lora_alpha"],
                  "dropout": common.SEED_LORA["lora_dropout"], "target_modules": "all-linear"},
         "quantization": cfg.quantization.model_dump(),
-        "optimizer": optim + (" (bitsandbytes falls back to non-paged on the CPU)" if "paged" in optim else ""),
+        "optimizer": optim + (" (bitsandbytes falls back to non-paged on the CPU)" if "paged" in optim and
+                              device.type != "cuda" else ""),
         "base_eval_loss": base["eval_loss"],
         "eval_loss": ev["eval_loss"],
         "eval_tokens": ev["eval_tokens"],
@@ -231,6 +237,12 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "data": _data_stats(data, epochs),
     }
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _env() -> dict:
@@ -251,6 +263,7 @@ def _env() -> dict:
         "cpus": os.cpu_count(),
         "cpu": _cpu_name(),
         "loadavg_at_end": os.getloadavg(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
@@ -328,8 +341,12 @@ def main() -> None:
     p.add_argument("--bits", type=int, choices=[4, 8, 16], default=4, help="base weights of both recipes")
     p.add_argument("--model", default=MODEL, help="built-in model (smollm2-135m; tiny as a fast proxy)")
     p.add_argument("--max-steps", type=int, default=None, help="timing probe: stop both recipes after N steps")
-    p.add_argument("--only", choices=["seed", "ours"], action="append", help="run only these rows (repeatable)")
+    p.add_argument("--only", choices=["seed", "ours", "none"], action="append",
+                   help="run only these of the two main rows (repeatable; none: only --diag/--variant rows)")
     p.add_argument("--diag", nargs="+", metavar="KEY=VALUE", help="also run ours with these overrides (ours-diag)")
+    p.add_argument("--variant", nargs="+", action="append", metavar="NAME|KEY=VALUE",
+                   help="also run ours as row NAME with these overrides (repeatable): --variant lr1e-3 training.lr=1e-3")
+    p.add_argument("--seed", type=int, help="training.seed of both recipes (default: TrialConfig's)")
     p.add_argument("--ours-set", nargs="+", metavar="KEY=VALUE",
                    help="run settings for our rows that leave the math alone, e.g. "
                    "training.gradient_checkpointing='\"on\"' (quote it: bare on is YAML's true)")
@@ -344,6 +361,8 @@ def main() -> None:
     args = p.parse_args()
     os.environ["QUALITY_MODEL"] = args.model  # the row processes inherit these
     os.environ["QUALITY_BITS"] = str(args.bits)
+    if args.seed is not None:
+        os.environ["QUALITY_SEED"] = str(args.seed)
     if args.recipe:
         _row(args)
         return
@@ -358,6 +377,10 @@ def main() -> None:
     plan = [x for x in plan if not args.only or x[0] in args.only]
     if args.diag:
         plan.append(("ours-diag", "ours", base + args.diag))
+    for name, *sets in args.variant or []:
+        if "=" in name or name in ("seed", "ours", "ours-diag"):
+            raise SystemExit(f"--variant: the first value is the row's name, got {name!r}")
+        plan.append((name, "ours", base + sets))
     common = ["--out", str(out), "--epochs", str(args.epochs), "--seed-optim", args.seed_optim, "--model", args.model,
               "--bits", str(args.bits)]
     common += ["--max-steps", str(args.max_steps)] if args.max_steps else []
@@ -377,9 +400,14 @@ def main() -> None:
     _summarize(out, args)
 
 
+def _row_order(f: Path) -> tuple:
+    """seed, ours, then the diagnostic rows by name."""
+    return ({"seed": 0, "ours": 1}.get(f.stem, 2), f.stem)
+
+
 def _summarize(out: Path, args: argparse.Namespace) -> None:
     """OUT/quality.json and the table from the rows in OUT (also rows of earlier invocations)."""
-    rows = [json.loads(f.read_text()) for name in ("seed", "ours", "ours-diag") if (f := out / f"{name}.json").is_file()]
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"), key=_row_order) if f.name != "quality.json"]
     result = summarize(rows, args.epochs, args.max_steps)
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     print(table(result))
