@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The one device call of issues 12 and 15 (nvidia-h200-x2). Carried: .gpu-wheels/ (the sweep's stack,
 # Ray included, slimmed by ../shared/tools/gpu-wheels) and .scale-wheels/ (Ray's dashboard modules:
-# Ray Train V2 uses the state API). Builds the OpenLLaMA-3b-v2-shaped random model (benchmarks.common),
+# Ray Train V2 uses the state API; with googleapis-common-protos, google-api-core and proto-plus, since
+# opencensus imports google.rpc and without it Ray does not start). Builds the OpenLLaMA-3b-v2-shaped random model (benchmarks.common),
 # warms the page and compile caches with one short trial, then runs, most important first, each phase
 # bounded by what is left of BUDGET seconds (a phase cut short still writes what finished):
 #   1gpu / 2gpu  benchmarks.scaling: the same 8 seed-study trials on 1 GPU, then on 2 GPUs
 #   ddp          benchmarks.ddp: tokens/s of one trial on 1 worker vs 2 Ray Train workers
 #   pack1/packN  benchmarks.scaling: attention r=8 4-bit trials one per GPU vs packed, on 1 GPU
-# usage: OUT=dir bash benchmarks/gpu2.sh [BUDGET_S=430] [STEPS=8]     (FAKE=1: CPU check, tiny model)
+# usage: OUT=dir [PHASES='ddp 2gpu ...'] bash benchmarks/gpu2.sh [BUDGET_S=430] [STEPS=8]   (FAKE=1: CPU check, tiny model)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -39,7 +40,7 @@ if [ -n "${FAKE:-}" ]; then
   M=(--model tiny --fake-gpus --cpus-per-gpu 2 --cpus-per-trial 1 --set data.eval_rows=30 --set training.max_seq_len=256)
   D=(--model tiny --fake-gpus --gpu 0 --cpus-per-worker 1 --batch-size 4 --grad-accum 1 --set data.eval_rows=30)
 else
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .gpu-wheels/*.whl .scale-wheels/*.whl || exit 1
   export PYTHONPATH=$PWD:/tmp/site
   nvidia-smi --query-gpu=index,name,memory.total,driver_version,clocks.max.sm --format=csv
@@ -63,12 +64,16 @@ PY
   D=()
 fi
 S=(python3 -m benchmarks.scaling --trials 8 --steps "$STEPS" --out "$OUT" "${M[@]}")
-phase 150 "${S[@]}" --gpus 1 --tag 1gpu
-phase 120 "${S[@]}" --gpus 2 --tag 2gpu
-phase 120 python3 -m benchmarks.ddp --workers 1,2 --steps 12 --out "$OUT" "${D[@]}"
 P=(python3 -m benchmarks.scaling --gpus 1 --only attn-r8-4bit --trials 4 --steps "$STEPS" --out "$OUT" --no-plot "${M[@]}")
-phase 60 "${P[@]}" --gpu-share auto --tag packN
-phase 120 "${P[@]}" --gpu-share 1 --tag pack1
+for ph in ${PHASES:-1gpu 2gpu ddp packN pack1}; do  # PHASES: which, in what order
+  case $ph in
+    1gpu) phase 150 "${S[@]}" --gpus 1 --tag 1gpu ;;
+    2gpu) phase 120 "${S[@]}" --gpus 2 --tag 2gpu ;;
+    ddp) phase 120 python3 -m benchmarks.ddp --workers 1,2 --steps 12 --out "$OUT" "${D[@]}" ${DDP_ARGS:-} ;;
+    packN) phase 60 "${P[@]}" --gpu-share auto --tag packN ;;
+    pack1) phase 120 "${P[@]}" --gpu-share 1 --tag pack1 ;;
+  esac
+done
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
