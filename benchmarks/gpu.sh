@@ -4,8 +4,7 @@
 # machine and versions, then run `python -m benchmarks.speed suite "$@"` with results under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 QLORA_SWEEP_CACHE=/tmp/qs-cache TOKENIZERS_PARALLELISM=false
-pipi() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$1" "${@:2}"; }
+source benchmarks/device_env.sh
 [ -d /tmp/site/trl ] || pipi /tmp/site .bench-wheels/ours/*.whl || exit 1
 [ -d /tmp/peer/unsloth ] || pipi /tmp/peer .bench-wheels/peer/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site

@@ -20,8 +20,7 @@ SHARE=${4:-0.3333}
 OUT=${OUT:-benchmarks/runs/gpu1}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu1.log") 2>&1
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0
-export QLORA_SWEEP_CACHE=${QLORA_SWEEP_CACHE:-/tmp/qs-cache}
+source benchmarks/device_env.sh
 left() { echo $((T0 + BUDGET - $(date +%s))); }
 phase() { # phase CAP_S RESERVE_S command... : deadline = min(CAP, time left - RESERVE)
   local cap=$1 reserve=$2
@@ -45,8 +44,7 @@ else
   # .dash-wheels/ (googleapis-common-protos, protobuf): opencensus, in Ray's dashboard agent, imports
   # google.rpc, which the device image lacks; without it the raylet never registers and ray.init
   # times out (seen on the first call, 2026-11-23).
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    .gpu-wheels/*.whl .scale-wheels/*.whl $(ls .dash-wheels/*.whl 2>/dev/null) || exit 1
+  pipi /tmp/site .gpu-wheels/*.whl .scale-wheels/*.whl $(ls .dash-wheels/*.whl 2>/dev/null) || exit 1
   export PYTHONPATH=$PWD:/tmp/site
   nvidia-smi --query-gpu=index,name,memory.total,driver_version,clocks.max.sm --format=csv
   nproc

@@ -17,8 +17,7 @@ STEPS=${2:-8}
 OUT=${OUT:-benchmarks/runs/gpu2}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu2.log") 2>&1
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0
-export QLORA_SWEEP_CACHE=${QLORA_SWEEP_CACHE:-/tmp/qs-cache}
+source benchmarks/device_env.sh
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # KINDS.md: keep these
 left() { echo $((T0 + BUDGET - $(date +%s))); }
 phase() {  # phase CAP_S command... : run with min(CAP, time left - 15 s) as its deadline
@@ -40,8 +39,7 @@ if [ -n "${FAKE:-}" ]; then
   M=(--model tiny --fake-gpus --cpus-per-gpu 2 --cpus-per-trial 1 --set data.eval_rows=30 --set training.max_seq_len=256)
   D=(--model tiny --fake-gpus --gpu 0 --cpus-per-worker 1 --batch-size 4 --grad-accum 1 --set data.eval_rows=30)
 else
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .gpu-wheels/*.whl .scale-wheels/*.whl || exit 1
+  pipi /tmp/site --upgrade .gpu-wheels/*.whl .scale-wheels/*.whl || exit 1  # --upgrade: a warm machine's /tmp/site takes new files
   export PYTHONPATH=$PWD:/tmp/site
   nvidia-smi --query-gpu=index,name,memory.total,driver_version,clocks.max.sm --format=csv
   nproc

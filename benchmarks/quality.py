@@ -123,7 +123,7 @@ def run_ours(name: str, epochs: float, max_steps: int | None, overrides: list[st
     """Our trainable with its defaults (+ overrides for a diagnostic row)."""
     import trainables.trial as trial
     from trainables.data import prepare_data
-    from trainables.model import load_tokenizer
+    from trainables.model import device_for_trial, load_tokenizer
 
     cfg = _base_cfg(epochs, max_steps, overrides)
     fingerprint: dict = {}
@@ -149,7 +149,7 @@ def run_ours(name: str, epochs: float, max_steps: int | None, overrides: list[st
         "lora": cfg.lora.model_dump(),
         "quantization": cfg.quantization.model_dump(),
         "training": t.model_dump(),
-        "optimizer": "torch AdamW" + ("" if _on_gpu() else " (fused off on CPU)"),
+        "optimizer": "torch AdamW" + ("" if device_for_trial().type == "cuda" else " (fused off on CPU)"),
         "base_eval_loss": final["base_eval_loss"],
         "eval_loss": final["eval_loss"],
         "eval_tokens": final["eval_tokens"],
@@ -237,12 +237,6 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "data": _data_stats(data, epochs),
     }
-
-
-def _on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _env() -> dict:

@@ -9,14 +9,14 @@
 # process per row; a 135M model leaves the GPU mostly idle) with results under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 QLORA_SWEEP_CACHE=/tmp/qs-cache TOKENIZERS_PARALLELISM=false
+source benchmarks/device_env.sh
 export PYTHONPATH=$PWD:/tmp/site
 GGUF=$QLORA_SWEEP_CACHE/downloads/SmolLM2-135M-Instruct.Q4_1.gguf
 stage=/tmp/qcarry
 case "${1:-}" in
 stage)
   mkdir -p $stage && cp .qcarry1/* $stage/ || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $stage/*.whl || exit 1
+  pipi /tmp/site $stage/*.whl || exit 1
   ls -la $stage; exit 0 ;;
 run)
   shift; [ "${1:-}" = "--" ] && shift

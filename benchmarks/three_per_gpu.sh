@@ -5,9 +5,8 @@
 # .gpu-wheels (../shared/tools/gpu-wheels). Writes plan.txt, run.log, gpu-mem.csv, trials.json to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 QLORA_SWEEP_CACHE=/tmp/qs-cache TOKENIZERS_PARALLELISM=false
-[ -d /tmp/gsite/ray ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-  --target /tmp/gsite .gpu-wheels/*.whl || exit 1
+source benchmarks/device_env.sh
+[ -d /tmp/gsite/ray ] || pipi /tmp/gsite .gpu-wheels/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/gsite
 python3 -c "from benchmarks import common; print(common.prepare())" || exit 1
 nvidia-smi --query-gpu=timestamp,memory.used,memory.total --format=csv,noheader,nounits -lms 500 >"$OUT/gpu-mem.csv" &
