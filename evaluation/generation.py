@@ -26,6 +26,11 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_
     tokenizer.padding_side = "left"
     torch.manual_seed(cfg.seed)
     outputs: list[str] = []
+    # Flex attention runs unfused outside torch.compile (the whole scores matrix, and a warning per
+    # call): generation, eager, uses sdpa, which needs no block mask for unpacked prompts.
+    attn = getattr(model.config, "_attn_implementation", None)
+    if attn == "flex_attention":
+        model.set_attn_implementation("sdpa")
     try:
         # Eager: the training layers are compiled for one fixed shape, and every new generation length
         # would recompile them.
@@ -41,6 +46,8 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_
                 new = out[:, enc["input_ids"].shape[1] :]
                 outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
+        if attn == "flex_attention":
+            model.set_attn_implementation(attn)
         model.train(was_training)
         tokenizer.padding_side = side
     return outputs

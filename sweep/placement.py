@@ -28,7 +28,8 @@ def gpu_memory_gb(cfg: SweepConfig) -> float:
 
 
 def auto_gpu_share(cfg: SweepConfig) -> float:
-    """1/k of a GPU where k trials of the largest combination fit (at most 8), else a whole GPU."""
+    """1/k of a GPU, k chosen for throughput within the memory fit of the heaviest combination
+    (sweep/throughput.py; at most 8), else a whole GPU."""
     rows = plan_rows(cfg, gpu_memory_gb(cfg))
     per_gpu = min(min(r["trials_per_gpu"] for r in rows), MAX_PER_GPU)
     return 1.0 / per_gpu if per_gpu >= 1 else 1.0

@@ -14,6 +14,8 @@ import datasets
 import torch
 from trl.data_utils import pack_dataset
 
+from trainables.compile_policy import bucket_width
+
 
 def pack(ds: datasets.Dataset, max_seq_len: int) -> datasets.Dataset:
     """Best-fit-decreasing packing (trl's), keeping `seq_lengths` to rebuild per-example positions."""
@@ -43,9 +45,9 @@ def collate(rows: list[dict], pad_id: int, shape: tuple[int, int] | None = None)
         ids[i, :n] = torch.tensor(r["input_ids"])
         labels[i, :n] = torch.tensor(r["labels"])
     if "seq_lengths" not in rows[0]:
-        mask = torch.zeros((n_rows, width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            mask[i, : len(r["input_ids"])] = 1
+        mask = torch.ones((n_rows, width), dtype=torch.long)  # pad rows attend among themselves: never a
+        for i, r in enumerate(rows):  # fully masked row, whose softmax would be NaN in backward
+            mask[i, len(r["input_ids"]) :] = 0
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
     positions = torch.arange(width).repeat(n_rows, 1)  # pad rows are one segment each
     for i, r in enumerate(rows):
@@ -55,26 +57,36 @@ def collate(rows: list[dict], pad_id: int, shape: tuple[int, int] | None = None)
 
 
 def eval_batches(
-    ds: datasets.Dataset, batch_size: int, pad_id: int, limit: int | None = None, shape: tuple[int, int] | None = None
+    ds: datasets.Dataset, batch_size: int, pad_id: int, limit: int | None = None, shape: tuple[int, int] | None = None,
+    bucket_max: int | None = None,
 ) -> list[dict]:
     """Fixed eval batches, the same for every trial: unpacked rows sorted by length (little padding),
-    or packed rows padded to `shape` (the training shape, so eval reuses the compiled static graphs)."""
+    or packed rows padded to `shape` (the training shape, so eval reuses the compiled static graphs).
+    `bucket_max` (unpacked, compiled): each batch padded to `batch_size` rows x its length bucket."""
     if shape is not None:
         packed = pack(ds, shape[1])
         batches = [collate([packed[i] for i in range(j, min(j + shape[0], len(packed)))], pad_id, shape)
                    for j in range(0, len(packed), shape[0])]
     else:
         order = sorted(range(len(ds)), key=lambda i: len(ds[i]["input_ids"]))
-        batches = [collate([ds[i] for i in order[j : j + batch_size]], pad_id) for j in range(0, len(order), batch_size)]
+        groups = [[ds[i] for i in order[j : j + batch_size]] for j in range(0, len(order), batch_size)]
+        batches = [collate(g, pad_id, bucket_shape(g, batch_size, bucket_max) if bucket_max else None) for g in groups]
     return batches[:limit] if limit else batches
 
 
-def trial_eval_batches(training, ds: datasets.Dataset, pad_id: int) -> list[dict]:
+def bucket_shape(rows: list[dict], n_rows: int, max_len: int) -> tuple[int, int]:
+    """(n_rows, the length bucket of the longest row): the few shapes a compiled unpacked trial sees."""
+    return n_rows, bucket_width(max(len(r["input_ids"]) for r in rows), max_len)
+
+
+def trial_eval_batches(training, ds: datasets.Dataset, pad_id: int, bucketed: bool = False) -> list[dict]:
     """The eval batches a trial scores with, per its `training` config (all of them: each worker takes
     its share, so the set does not depend on the worker count). `qlora-sweep eval` and the quality
-    benchmark use these too, so every eval loss of an adapter is the same computation."""
+    benchmark use these too, so every eval loss of an adapter is the same computation (padding to a
+    length bucket when compiled adds pad positions only, which carry no loss)."""
     shape = (training.batch_size, training.max_seq_len) if training.packing else None
-    return eval_batches(ds, training.batch_size * 2, pad_id, training.eval_batches, shape)
+    bucket_max = training.max_seq_len if bucketed and not training.packing else None
+    return eval_batches(ds, training.batch_size * 2, pad_id, training.eval_batches, shape, bucket_max)
 
 
 def response_tokens(batch: dict[str, torch.Tensor]) -> int:

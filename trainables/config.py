@@ -151,7 +151,12 @@ class TrainingConfig(Strict):
     )
     eval_batches: int | None = Field(None, gt=0, description="Cap on eval micro-batches per report (None = all).")
     keep_checkpoints: int = Field(2, ge=1, description="Adapter checkpoints kept on disk per trial.")
-    compile: bool = Field(True, description="torch.compile the decoder layers on a GPU (ignored on the CPU).")
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the decoder layers on a GPU (never on the CPU). auto = compile when the "
+        "predicted time saved exceeds the compile time (trainables/compile_policy.py); the decision and "
+        "its reason are in the trial's output and metrics. true / false force it.",
+    )
     seed: int = Field(42, description="Seeds LoRA init and data order.")
 
 

@@ -60,6 +60,12 @@ def _split_params(model_config) -> tuple[int, int, int]:
     return linear, total - linear, model_config.num_hidden_layers
 
 
+def count_params(model_config) -> int:
+    """All parameters of the model (meta device, no weights): what its FLOPs per token are made of."""
+    linear, other, _ = _split_params(model_config)
+    return linear + other
+
+
 def estimate(
     cfg: TrialConfig, model_config, trainable_params: int, gradient_checkpointing: bool, on_gpu: bool = True
 ) -> MemoryEstimate:

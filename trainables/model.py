@@ -6,6 +6,7 @@ Also counts trainable parameters from a model config alone (meta device, no weig
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 
 from evaluation.errors import ConfigError
 from trainables.bnb_cpu_fix import disable_cpu_weight_repacking
-from trainables.builtin_models import resolve_model_path
+from trainables.builtin_models import cache_dir, resolve_model_path
 from trainables.config import LoraConfig, ModelConfig, QuantizationConfig
 from trainables.int8_matmul import use_dequantized_int8
 
@@ -112,16 +113,24 @@ def quantization_config(q: QuantizationConfig, device: torch.device, shardable: 
     )
 
 
+def resolve_attn(cfg: ModelConfig, device: torch.device, compiled: bool = True) -> str:
+    """'auto': flex attention for compiled layers on a GPU (block-sparse over packed examples, where
+    sdpa falls back to its math kernel); sdpa otherwise, since flex without torch.compile runs an
+    unfused path that materialises the whole scores matrix."""
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    return "flex_attention" if device.type == "cuda" and compiled else "sdpa"
+
+
 def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.device | None = None,
-                    shardable: bool = False):
+                    shardable: bool = False, attn_implementation: str | None = None):
     """The frozen base model on `device`, quantized per `q`, with the bitsandbytes CPU fix applied
-    (`shardable`: laid out for FSDP, see `quantization_config`)."""
+    (`shardable`: laid out for FSDP, see `quantization_config`; `attn_implementation`: default
+    `resolve_attn` for compiled layers)."""
     device = device or device_for_trial()
     path = check_model_path(cfg)
     load_config(cfg)  # a missing or broken config, or unasked-for remote code, fails here as a ConfigError
-    attn = cfg.attn_implementation
-    if attn == "auto":  # flex on a GPU: block-sparse over packed examples (sdpa falls back to its math kernel)
-        attn = "flex_attention" if device.type == "cuda" else "sdpa"
+    attn = attn_implementation or resolve_attn(cfg, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -204,6 +213,8 @@ def compile_decoder_layers(model) -> int:
     graph (what torch.compile falls back to after seeing two shapes) costs speed on every step.
     Generation runs these layers eagerly (evaluation/generation.py).
     """
+    # Compiled artifacts persist in our cache (not /tmp), shared by every trial of a node and across sweeps.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = getattr(base.get_decoder(), "layers", None)
     if layers is None:

@@ -25,20 +25,31 @@ from filelock import FileLock
 
 from evaluation.generation import choose, generate
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
-from trainables.batching import collate, micro_batch_plan, pack, response_tokens, trial_eval_batches
+from trainables.base_cache import acquire_base, release_base
+from trainables.batching import (
+    bucket_shape,
+    collate,
+    micro_batch_plan,
+    pack,
+    response_tokens,
+    trial_eval_batches,
+)
 from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
+from trainables.compile_policy import decide_compile
 from trainables.config import TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
-from trainables.memory import needs_checkpointing, use_expandable_segments
+from trainables.memory import count_params, needs_checkpointing, use_expandable_segments
 from trainables.model import (
     attach_lora,
     compile_decoder_layers,
     device_for_trial,
-    load_base_model,
+    load_config,
     load_tokenizer,
+    resolve_attn,
 )
+from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
 from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
@@ -102,50 +113,72 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     device = device_for_trial()
     use_expandable_segments(device)
     torch.manual_seed(t_cfg.seed)
+    timer = PhaseTimer(device)
+    trial_start = time.perf_counter()
 
-    # 1. Data: tokenized once per node (cached), eval split held out by product.
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, t_cfg.max_seq_len)
-    train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
-    # Packed micro-batches all have one shape (this worker's rows x max_seq_len): see collate.
-    shape = (-(-t_cfg.batch_size // world), t_cfg.max_seq_len) if t_cfg.packing else None
-    evals = trial_eval_batches(t_cfg, data.eval, tokenizer.pad_token_id)
+    # 1. Data: tokenized once per node (cached), eval split held out by product. The step plan is a
+    # pure function of the seed (resume sees the same batches).
+    with timer("data"):
+        tokenizer = load_tokenizer(cfg.model)
+        data = prepare_data(cfg.data, tokenizer, t_cfg.max_seq_len)
+        train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
+        per_step = t_cfg.grad_accum
+        epochs = max(1, math.ceil(t_cfg.epochs))
+        plan = micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed, epochs)
+        total_steps = t_cfg.max_steps or max(1, int(len(plan) * t_cfg.epochs / epochs) // per_step)
+        while len(plan) < total_steps * per_step:  # max_steps past the data: keep cycling epochs
+            plan += micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed + len(plan), 1)
+        # Compile only where it pays (a 10-step trial would spend its whole life compiling).
+        width = t_cfg.max_seq_len if t_cfg.packing else data.stats["train_tokens"] / max(len(train_rows), 1)
+        decision = decide_compile(t_cfg.compile, device.type == "cuda", t_cfg.packing,
+                                  count_params(load_config(cfg.model)),
+                                  int(total_steps * per_step * t_cfg.batch_size * width))
+        # Packed micro-batches all have one shape (this worker's rows x max_seq_len): see collate.
+        # Compiled unpacked ones are padded to a few length buckets.
+        rows_per_worker = -(-t_cfg.batch_size // world)
+        shape = (rows_per_worker, t_cfg.max_seq_len) if t_cfg.packing else None
+        bucketed = decision.compile and not t_cfg.packing
+        evals = trial_eval_batches(t_cfg, data.eval, tokenizer.pad_token_id, bucketed=bucketed)
 
-    # 2. Model: quantized frozen base + fresh LoRA adapters (sharded across the workers with FSDP).
-    model = load_base_model(cfg.model, cfg.quantization, device, shardable=sharded)
-    grad_ckpt = needs_checkpointing(cfg, model.config, device)
-    model = attach_lora(model, cfg.lora, seed=t_cfg.seed, gradient_checkpointing=grad_ckpt)
-    if t_cfg.compile and device.type == "cuda":  # on the CPU, compile time would outweigh the gain
-        compile_decoder_layers(model)
-    if sharded:
-        shard_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in params)
+    # 2. Model: quantized frozen base (held from this process's last trial when it matches: the sweep
+    # reuses workers) + fresh LoRA adapters (sharded across the workers with FSDP).
+    attn = resolve_attn(cfg.model, device, compiled=decision.compile)
+    with timer("load"):
+        model, reused = acquire_base(cfg.model, cfg.quantization, device, attn, shardable=sharded)
+    with timer("lora"):
+        grad_ckpt = needs_checkpointing(cfg, model.config, device)
+        model = attach_lora(model, cfg.lora, seed=t_cfg.seed, gradient_checkpointing=grad_ckpt)
+        if decision.compile:
+            compile_decoder_layers(model)
+        if sharded:
+            shard_model(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        trainable = sum(p.numel() for p in params)
+        optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay,
+                                      fused=device.type == "cuda")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t_cfg, total_steps))
 
-    # 3. Optimizer and the step plan (a pure function of the seed: resume sees the same batches).
-    optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, fused=device.type == "cuda")
-    per_step = t_cfg.grad_accum
-    epochs = max(1, math.ceil(t_cfg.epochs))
-    plan = micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed, epochs)
-    total_steps = t_cfg.max_steps or max(1, int(len(plan) * t_cfg.epochs / epochs) // per_step)
-    while len(plan) < total_steps * per_step:  # max_steps past the data: keep cycling epochs
-        plan += micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed + len(plan), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t_cfg, total_steps))
-
-    # 4. Resume, or measure the base model (LoRA starts at zero, so this *is* the base model).
+    # 3. Resume, or measure the base model (LoRA starts at zero, so this *is* the base model).
     restore = reporter.restore_dir()
     if restore is not None:
         state = load_checkpoint(restore, model, optimizer, scheduler)
+        for name, seconds in state.get("phases", {}).items():  # the phases before the interruption count too
+            timer.seconds[name] = timer.seconds.get(name, 0.0) + seconds
         if state["step"] >= total_steps and state.get("last_metrics"):
             # Restored from the final checkpoint (the sweep's state predates the trial's end): report
             # the result again instead of training past the end.
             reporter.report(state["last_metrics"], None)
             return state["last_metrics"]
     else:
-        base = loss_metrics(*_eval_sums(model, evals, sharded, device))
+        with timer("base_eval"):
+            base = loss_metrics(*_eval_sums(model, evals, sharded, device))
         state = {"step": 0, "base_eval_loss": base["eval_loss"], "base_perplexity": base["perplexity"],
                  "elapsed_s": 0.0, "tokens": 0, "history": []}
     model.train()
+    first_step, first_tokens = state["step"] + 1, 0
+    fixed = {"compiled": decision.compile, "compile_reason": decision.reason, "base_reused": reused,
+             "trainable_params": trainable, "workers": world, "gradient_checkpointing": grad_ckpt,
+             "total_steps": total_steps}
 
     # 5. Train. Loss = sum over the step's response tokens / their global count (token-level mean).
     started = time.perf_counter() - state["elapsed_s"]
@@ -154,39 +187,48 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     while state["step"] < total_steps:
         step = state["step"]
         rows = [[train_rows[i] for i in plan[step * per_step + k]][rank::world] for k in range(per_step)]
-        batches = [collate(r, tokenizer.pad_token_id, shape) for r in rows]
-        n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
-        for batch in batches:
-            loss_sum, _ = response_loss_sum(model, batch)
-            (loss_sum / n_step).backward()
-            window_loss += loss_sum.detach()
-        if world > 1 and not sharded:  # FSDP reduce-scatters (sums) the gradients itself
-            for p in params:
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-        torch.nn.utils.clip_grad_norm_(params, t_cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        batches = [collate(r, tokenizer.pad_token_id, bucket_shape(r, rows_per_worker, t_cfg.max_seq_len)
+                           if bucketed else shape) for r in rows]
+        # The first step holds the compilation (lazy) and the allocator's warm-up: timed on its own.
+        with timer("first_step" if step + 1 == first_step else "train"):
+            n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
+            for batch in batches:
+                loss_sum, _ = response_loss_sum(model, batch)
+                (loss_sum / n_step).backward()
+                window_loss += loss_sum.detach()
+            if world > 1 and not sharded:  # FSDP reduce-scatters (sums) the gradients itself
+                for p in params:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+            torch.nn.utils.clip_grad_norm_(params, t_cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
         window_tokens += int(n_step)
         state["step"] = step = step + 1
-        state["tokens"] += sum(len(r["input_ids"]) for rs in rows for r in rs)
+        step_tokens = sum(len(r["input_ids"]) for rs in rows for r in rs)
+        state["tokens"] += step_tokens
+        first_tokens += step_tokens if step == first_step else 0
 
         if step % t_cfg.eval_interval == 0 or step == total_steps:
             # window_tokens already counts every worker's tokens (n_step is global); losses are summed here.
             loss_sum_all = _all_sum([float(window_loss)], device)[0]  # a sync: the window's steps are done
             t_eval = time.perf_counter()
-            ev = loss_metrics(*_eval_sums(model, evals, sharded, device))
+            with timer("eval"):
+                ev = loss_metrics(*_eval_sums(model, evals, sharded, device))
             state["eval_s"] = state.get("eval_s", 0.0) + time.perf_counter() - t_eval
             state["elapsed_s"] = time.perf_counter() - started
+            tokens_all = _all_sum([state["tokens"], first_tokens], device)
             metrics = {
-                "step": step, "epoch": step * per_step / max(1, len(plan) / epochs),
+                **fixed, "step": step, "epoch": step * per_step / max(1, len(plan) / epochs),
                 "train_loss": loss_sum_all / max(window_tokens, 1), **ev,
                 "base_eval_loss": state["base_eval_loss"], "base_perplexity": state["base_perplexity"],
-                "tokens_per_s": _all_sum([state["tokens"]], device)[0] / max(state["elapsed_s"], 1e-9),
-                "peak_mem_gb": _peak_mem_gb(device), "trainable_params": trainable,
-                "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"], "total_steps": total_steps, "workers": world,
-                "gradient_checkpointing": grad_ckpt, "done": step == total_steps,
+                "tokens": int(tokens_all[0]),
+                "tokens_per_s": tokens_all[0] / max(state["elapsed_s"], 1e-9),
+                # steady state: the steps after the first, without evals (the sweep compares to this)
+                "train_tokens_per_s": (tokens_all[0] - tokens_all[1]) / max(timer.seconds.get("train", 0.0), 1e-9),
+                "peak_mem_gb": _peak_mem_gb(device),
+                "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"], "done": step == total_steps,
             }
             state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
             window_loss.zero_()
@@ -194,14 +236,22 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
             # Under FSDP the adapter and the final generations need every worker (collectives).
             gathered = full_state(model, optimizer) if sharded else None
-            outputs = _generations(cfg, model, tokenizer, data, sharded) \
-                if step == total_steps and (ckpt is not None or sharded) else None
+            with timer("generation"):
+                outputs = _generations(cfg, model, tokenizer, data, sharded) \
+                    if step == total_steps and (ckpt is not None or sharded) else None
             if ckpt is not None:
                 if outputs is not None:
-                    metrics.update(_final_evaluation(cfg, data, outputs, ckpt))
+                    with timer("judge"):
+                        metrics.update(_final_evaluation(cfg, data, outputs, ckpt))
                 state["last_metrics"] = metrics
-                save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered)
-            reporter.report(metrics, ckpt)
+                state["phases"] = timer.seconds
+                with timer("checkpoint"):
+                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered)
+            metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
+            with timer("report"):
+                reporter.report(metrics, ckpt)
+    if not sharded and world == 1:  # the next trial of this process may reuse the base
+        release_base(model, cfg.model, cfg.quantization, device, attn)
     return metrics
 
 

@@ -1,0 +1,45 @@
+"""`training.compile: auto` decides from the trial's predicted training time (issue 24)."""
+
+import pytest
+
+from trainables.compile_policy import COMPILE_S, bucket_width, decide_compile
+
+OPEN_LLAMA_PARAMS = 3_426_473_600  # OpenLLaMA-3b-v2, all parameters
+SMOLLM2_PARAMS = 134_515_008
+
+
+def test_the_cpu_never_compiles():
+    d = decide_compile("auto", on_gpu=False, packing=True, n_params=OPEN_LLAMA_PARAMS, train_tokens=10**9)
+    assert not d.compile and "cpu" in d.reason
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_true_and_false_force_it_on_a_gpu(setting):
+    d = decide_compile(setting, on_gpu=True, packing=False, n_params=SMOLLM2_PARAMS, train_tokens=10)
+    assert d.compile is setting and f"training.compile={str(setting).lower()}" == d.reason
+
+
+def test_the_quickstart_is_not_compiled():
+    # 10 steps x 2 rows x <= 192 tokens of SmolLM2: milliseconds of training, ~30 s of compile
+    d = decide_compile("auto", on_gpu=True, packing=False, n_params=SMOLLM2_PARAMS, train_tokens=10 * 2 * 192)
+    assert not d.compile and d.saved_s < 1 and "eager" in d.reason
+
+
+def test_the_reference_job_is_compiled():
+    # 3 epochs of the seed study's data (3.17 M tokens) on OpenLLaMA-3b-v2: minutes of training
+    d = decide_compile("auto", on_gpu=True, packing=True, n_params=OPEN_LLAMA_PARAMS, train_tokens=3_170_000)
+    assert d.compile and d.saved_s > COMPILE_S and "static packed shapes" in d.reason
+    assert 100 < d.eager_train_s < 300  # the eager rate it assumes: 17.1k tokens/s on an H200
+
+
+def test_the_threshold_is_where_the_saving_equals_the_compile_time():
+    tokens = lambda s: int(s * 4 * OPEN_LLAMA_PARAMS / 1e6)  # noqa: E731 - tokens for s "units"
+    below = decide_compile("auto", True, True, OPEN_LLAMA_PARAMS, 100_000)
+    above = decide_compile("auto", True, True, OPEN_LLAMA_PARAMS, 2_000_000)
+    assert below.saved_s < COMPILE_S < above.saved_s and (below.compile, above.compile) == (False, True)
+    assert tokens(1) > 0
+
+
+@pytest.mark.parametrize(("length", "width"), [(1, 64), (64, 64), (65, 128), (130, 256), (300, 384), (384, 384)])
+def test_unpacked_widths_fall_into_few_buckets(length, width):
+    assert bucket_width(length, 384) == width

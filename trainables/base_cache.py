@@ -1,0 +1,82 @@
+"""The frozen base model, kept in memory for the next trial that runs in the same process.
+
+A sweep's trials share their base: loading and quantizing it is most of a trial's fixed cost
+(issue 22). With Ray Tune's actor reuse, one worker process runs trial after trial, so the trial
+hands its base back here when it ends (adapter removed, hooks and compiled wrappers undone) and the
+next trial with the same model and quantization takes it instead of loading it again. Only one base
+is held: a trial that needs another one frees it first, so a worker never holds two.
+
+The base is frozen and LoRA starts from a seeded init, so a trial on a reused base trains exactly as
+in a fresh process (tests/trainables/test_base_cache.py checks the eval loss).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+from trainables.config import ModelConfig, QuantizationConfig
+from trainables.model import load_base_model
+
+
+@dataclass
+class _Held:
+    key: str | None = None
+    model: object | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"loads": 0, "reuses": 0})
+
+
+_HELD = _Held()
+
+
+def base_key(model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str) -> str:
+    return json.dumps([model.model_dump(), q.model_dump(), str(device), attn], sort_keys=True)
+
+
+def acquire_base(model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str,
+                 shardable: bool = False):
+    """(base model, reused?): the held base if it matches, else a freshly loaded one. FSDP bases
+    (`shardable`) are sharded in place by the trial, so they are never held or reused."""
+    key = base_key(model, q, device, attn)
+    if not shardable and _HELD.key == key and _HELD.model is not None:
+        held, _HELD.key, _HELD.model = _HELD.model, None, None
+        _HELD.counts["reuses"] += 1
+        return held, True
+    drop_held()
+    _HELD.counts["loads"] += 1
+    return load_base_model(model, q, device, shardable=shardable, attn_implementation=attn), False
+
+
+def release_base(peft_model, model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str) -> None:
+    """Take the adapter off `peft_model` and hold its base for the next trial of this process."""
+    base = peft_model.unload()  # peft puts every original (quantized) layer back, unmerged
+    if getattr(base, "is_gradient_checkpointing", False):
+        base.gradient_checkpointing_disable()
+    if hasattr(base, "disable_input_require_grads"):
+        base.disable_input_require_grads()
+    compiled = False
+    for module in base.modules():  # nn.Module.compile() wraps a module's call; undo it
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl, compiled = None, True
+    if compiled:
+        torch._dynamo.reset()  # the next trial's layers are new objects: their graphs are traced anew
+    base.train(False)
+    _HELD.key, _HELD.model = base_key(model, q, device, attn), base
+
+
+def drop_held() -> None:
+    """Free the held base (a trial that failed midway never hands its base back)."""
+    if _HELD.model is None:
+        return
+    _HELD.key, _HELD.model = None, None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def counts() -> dict[str, int]:
+    """Bases loaded and reused by this process (tests and the trial's metrics read them)."""
+    return dict(_HELD.counts)

@@ -1,0 +1,46 @@
+"""Where a trial's seconds go: wall-clock time per phase (load, compile, train, eval, ...).
+
+A sweep's speed is decided by what a trial does besides training (issue 22: ~45 s of fixed cost
+per trial against ~15 s of steady steps), so every trial measures its phases and reports them as
+`phase_<name>_s` metrics. GPU work is asynchronous: a phase ends with a device synchronisation, so
+the kernels it queued are charged to it and not to the next phase.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import torch
+
+# In the order a trial runs them. "first_step" is the first optimizer step: on a GPU with compile on
+# it holds the compilation (torch.compile compiles lazily, on the first call).
+PHASES = ("data", "load", "lora", "base_eval", "first_step", "train", "eval", "generation", "judge", "checkpoint",
+          "report")
+
+
+class PhaseTimer:
+    """Accumulates seconds per phase; `fixed_s` is everything but steady-state training."""
+
+    def __init__(self, device: torch.device | None = None, seconds: dict[str, float] | None = None):
+        self.device = device
+        self.seconds: dict[str, float] = dict(seconds or {})
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; one of {', '.join(PHASES)}")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def metrics(self) -> dict[str, float]:
+        """`phase_<name>_s` for every phase so far, plus `fixed_s` (all but the steady `train` phase)."""
+        out = {f"phase_{name}_s": round(self.seconds.get(name, 0.0), 4) for name in PHASES}
+        out["fixed_s"] = round(sum(v for k, v in self.seconds.items() if k != "train"), 4)
+        return out
