@@ -141,17 +141,11 @@ def _train_rate(a: dict, b: dict) -> float:
     return tokens / ((b["elapsed_s"] - b["eval_s"]) - (a["elapsed_s"] - a["eval_s"]))
 
 
-def total_params(root: Path) -> int:
-    cfg = json.loads((common.model_dir(root) / "config.json").read_text())
-    h, i, n, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    return n * (4 * h * h + 3 * h * i + 2 * h) + 2 * v * h + h
-
-
 def finish(row: dict, info: dict, params: int) -> dict:
     """Minutes for 3 epochs and MFU from a row's steady-state tokens/s."""
     rate = row.get("tokens_per_s") or 0
     row["minutes_3_epochs"] = EPOCHS * info["tokens"] / rate / 60 if rate else None
-    row["mfu"] = 4 * params * rate / PEAK_FLOPS if rate else None
+    row["mfu"] = common.mfu(rate, params, PEAK_FLOPS) if rate else None
     return row
 
 
@@ -245,7 +239,7 @@ def suite(args: argparse.Namespace) -> None:
 
 def report(path: Path, root: Path) -> None:
     info = common.epoch_tokens(root)
-    params = total_params(root)
+    params = common.total_params(common.model_dir(root))
     rows = [finish(json.loads(line), info, params) for line in path.read_text().splitlines() if line.strip()]
     path.with_name("results_final.json").write_text(
         json.dumps({"epoch": info, "params": params, "rows": rows}, indent=1)

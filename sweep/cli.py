@@ -11,12 +11,15 @@ import json
 import logging
 import sys
 import time
-from importlib import resources
+from collections.abc import Iterable
+from importlib import metadata, resources
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 from evaluation.errors import ConfigError
 
 QUICKSTART = "quickstart.yaml"
+COMMANDS_GROUP = "qlora_sweep.commands"  # entry points adding subcommands (cluster: submit, jobs)
 
 
 def _examples_dir() -> Path:
@@ -111,19 +114,21 @@ def cmd_fetch_model(a) -> int:
     return 0
 
 
-def cmd_submit(a) -> int:
-    from cluster.submit import submit
+def add_commands_of(
+    sub: argparse._SubParsersAction, entry_points: Iterable[EntryPoint] | None = None
+) -> None:
+    """Subcommands that installed packages declare in the `qlora_sweep.commands` entry-point group.
 
-    return submit(a.config, a.sets, a.address, follow=a.follow)
+    This is how `cluster` adds `submit` and `jobs` (pyproject.toml) while sweep imports nothing above
+    it: the dependency arrow `cluster -> sweep` keeps pointing one way. Each entry point is a function
+    that adds its parsers to `sub`; `entry_points` replaces the installed ones (tests)."""
+    if entry_points is None:
+        entry_points = metadata.entry_points(group=COMMANDS_GROUP)
+    for ep in entry_points:
+        ep.load()(sub)
 
 
-def cmd_jobs(a) -> int:
-    from cluster.submit import jobs
-
-    return jobs(a.action, a.job_id, a.address)
-
-
-def parser() -> argparse.ArgumentParser:
+def parser(entry_points: Iterable[EntryPoint] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qlora-sweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="run one trial without Ray and print a summary")
@@ -159,17 +164,7 @@ def parser() -> argparse.ArgumentParser:
     fm = sub.add_parser("fetch-model", help="fetch and convert a built-in model into the cache")
     fm.add_argument("name", choices=["smollm2-135m", "tiny"])
     fm.set_defaults(fn=cmd_fetch_model)
-    sb = sub.add_parser("submit", help="submit a sweep to a Ray cluster (Job Submission SDK)")
-    sb.add_argument("config")
-    sb.add_argument("--address", default=None, help="http://HEAD:8265 (default: $RAY_ADDRESS)")
-    sb.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
-    _add_sets(sb)
-    sb.set_defaults(fn=cmd_submit)
-    jb = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
-    jb.add_argument("action", choices=["status", "logs", "stop"])
-    jb.add_argument("job_id")
-    jb.add_argument("--address", default=None)
-    jb.set_defaults(fn=cmd_jobs)
+    add_commands_of(sub, entry_points)
     return p
 
 

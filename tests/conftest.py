@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 SERVER_DEADLINE_S = 300  # a hang guard sized for a loaded 2-core machine, not a speed expectation
 
@@ -44,9 +44,7 @@ def tiny_model_dir() -> Path:
 def _mlflow_server(root: Path):
     """A real `mlflow server` (sqlite store, artifacts under `root`) on a free 127.0.0.1 port; yields
     its URL once /health answers, and stops the server's whole process group afterwards."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}", "--artifacts-destination", str(root / "art")]
     log = open(root / "server.log", "w")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import free_port
 
 from cluster.runtime_env import EXTRA_ENV, PASS_ENV, TEMPLATE_ENV
 
@@ -30,12 +30,6 @@ START_DEADLINE_S = 300
 # Not inherited from the pytest process: its Ray address, its cache, and whatever a submission
 # would pass on (the tests set exactly what they mean to pass).
 UNSET = {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "QLORA_SWEEP_CACHE", EXTRA_ENV, TEMPLATE_ENV, *PASS_ENV}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kill_tree(pid: int) -> None:

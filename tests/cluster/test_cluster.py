@@ -141,6 +141,18 @@ def run_cli(cluster, *args: str, cwd: Path | None = None, timeout: float = JOB_D
     return proc, proc.stdout + proc.stderr
 
 
+def submit(cluster, wd: Path, *args: str, **kwargs):
+    """`qlora-sweep submit sweep.yaml --address <the cluster> ARGS`, run in the sweep's directory `wd`."""
+    return run_cli(
+        cluster, "qlora-sweep", "submit", "sweep.yaml", "--address", cluster.address, *args, cwd=wd, **kwargs
+    )
+
+
+def jobs(cluster, action: str, job_id: str):
+    """`qlora-sweep jobs ACTION JOB_ID --address <the cluster>`."""
+    return run_cli(cluster, "qlora-sweep", "jobs", action, job_id, "--address", cluster.address)
+
+
 @pytest.mark.slow
 def test_ray_job_submit_spreads_trials_prepares_once_per_node_and_tracks_every_run(
     cluster, mlflow_server, tmp_path
@@ -191,17 +203,12 @@ def test_qlora_sweep_submit_follows_to_success_and_jobs_reports(cluster, mlflow_
     write_sweep(
         tmp_path / "wd" / "sweep.yaml", "sdk", storage, trials=2
     )  # tracking URI: from the environment
-    proc, out = run_cli(
+    proc, out = submit(
         cluster,
-        "qlora-sweep",
-        "submit",
-        "sweep.yaml",
-        "--address",
-        cluster.address,
+        tmp_path / "wd",
         "--follow",
         "--set",
         "search.seed=3",
-        cwd=tmp_path / "wd",
         MLFLOW_TRACKING_URI=mlflow_server,
         **{SHARED_ENV: "1"},
     )
@@ -224,9 +231,9 @@ def test_qlora_sweep_submit_follows_to_success_and_jobs_reports(cluster, mlflow_
     assert {r[-1]["node_id"] for r in rows.values()} == {head.node_id, worker.node_id}
     assert_all_tracked(mlflow_server, "sdk", 2)
 
-    status, out = run_cli(cluster, "qlora-sweep", "jobs", "status", job_id, "--address", cluster.address)
+    status, out = jobs(cluster, "status", job_id)
     assert status.returncode == 0 and f"{job_id}: SUCCEEDED" in status.stdout, out
-    logs, out = run_cli(cluster, "qlora-sweep", "jobs", "logs", job_id, "--address", cluster.address)
+    logs, out = jobs(cluster, "logs", job_id)
     assert "=== sweep sdk: 2 finished" in logs.stdout, out[-2000:]
 
 
@@ -234,16 +241,7 @@ def test_qlora_sweep_submit_follows_to_success_and_jobs_reports(cluster, mlflow_
 def test_multi_node_sweep_on_unshared_storage_is_refused_before_it_starts(cluster, mlflow_server, tmp_path):
     storage = tmp_path / "local"
     write_sweep(tmp_path / "wd" / "sweep.yaml", "refused", storage, trials=2, tracking=mlflow_server)
-    proc, out = run_cli(
-        cluster,
-        "qlora-sweep",
-        "submit",
-        "sweep.yaml",
-        "--address",
-        cluster.address,
-        "--follow",
-        cwd=tmp_path / "wd",
-    )
+    proc, out = submit(cluster, tmp_path / "wd", "--follow")
     assert proc.returncode == 1, out[-3000:]
     assert f"storage_path: got '{storage}'" in out and f"{SHARED_ENV}=1" in out and "alive Ray nodes" in out
     assert not list(storage.glob("refused/run_tune_trial_*"))  # no trial started
@@ -258,10 +256,10 @@ def test_jobs_stop_and_unknown_job(cluster):
         entrypoint="sleep 300", submission_id=f"sleep-{uuid.uuid4().hex[:8]}"
     )
     assert wait_job(cluster, job_id, 60, until=("RUNNING",)) == "RUNNING"
-    proc, out = run_cli(cluster, "qlora-sweep", "jobs", "stop", job_id, "--address", cluster.address)
+    proc, out = jobs(cluster, "stop", job_id)
     assert proc.returncode == 0 and "stop requested" in proc.stdout, out
     assert wait_job(cluster, job_id, 60) == "STOPPED"
-    proc, out = run_cli(cluster, "qlora-sweep", "jobs", "status", "no-such-job", "--address", cluster.address)
+    proc, out = jobs(cluster, "status", "no-such-job")
     assert proc.returncode == 2 and "JOB_ID: got 'no-such-job'" in proc.stderr, out
 
 
@@ -280,17 +278,7 @@ def test_node_lost_mid_sweep_its_trial_resumes_elsewhere_from_its_checkpoint(
         concurrent=3,
         tracking=mlflow_server,
     )
-    proc, out = run_cli(
-        cluster,
-        "qlora-sweep",
-        "submit",
-        "sweep.yaml",
-        "--address",
-        cluster.address,
-        cwd=tmp_path / "wd",
-        timeout=120,
-        **{SHARED_ENV: "1"},
-    )
+    proc, out = submit(cluster, tmp_path / "wd", timeout=120, **{SHARED_ENV: "1"})
     assert proc.returncode == 0, out[-3000:]
     job_id = proc.stdout.splitlines()[0]
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import LoopbackServer, QuietHandler
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.calibration import KINDS, calibrate, calibration_pairs
@@ -110,30 +109,21 @@ def serve() -> Iterator[Callable[[Callable[[dict], tuple[int, str]]], str]]:
     servers = []
 
     def start(reply: Callable[[dict], tuple[int, str]]) -> str:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 status, content = reply(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 if status == 200:
                     content = json.dumps(
                         {"choices": [{"message": {"role": "assistant", "content": content}}]}
                     )
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(content.encode())))
-                self.end_headers()
-                self.wfile.write(content.encode())
+                self.reply(status, content)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(httpd)
-        return f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        servers.append(LoopbackServer(Handler))
+        return servers[-1].base_url
 
     yield start
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+    for server in servers:
+        server.close()
 
 
 def http_judge(url: str) -> OpenAIJudge:

@@ -8,9 +8,9 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import LoopbackServer, QuietHandler
 
 from evaluation.config import JudgeConfig
 from evaluation.errors import ConfigError
@@ -30,7 +30,7 @@ from evaluation.judge_http import OpenAIJudge
 Answer = Callable[[dict, "ChatServer"], tuple[int, str]]
 
 
-class ChatServer:
+class ChatServer(LoopbackServer):
     """`/v1/chat/completions` answered by `answer(request_json, server) -> (status, content)`.
 
     Counts requests per product, records the Authorization headers and the most requests ever in
@@ -45,7 +45,7 @@ class ChatServer:
         self.in_flight = self.max_in_flight = 0
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner.lock:
@@ -67,28 +67,13 @@ class ChatServer:
                     text = json.dumps(
                         {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
                     )
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(text.encode())))
-                    self.end_headers()
-                    self.wfile.write(text.encode())
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
+                self.reply(status, text)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        super().__init__(Handler)
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
 
 def user_message(body: dict) -> str:

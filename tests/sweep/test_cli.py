@@ -1,26 +1,44 @@
 """The `qlora-sweep` entry point as a user runs it: plan prints the seed table; bad input is one line."""
 
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import yaml
+from helpers import OPEN_LLAMA, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-OPEN_LLAMA = ROOT.parent / "shared" / "models" / "open_llama_3b_v2"
+# The README's offline command for the seed table, word for word (run from the repository root).
+SEED_PLAN = ("plan", "examples/seed-study.yaml", "--set", "model.path=examples/models/open_llama_3b_v2")
 
 
-def cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "sweep.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+def cli(*args, timeout=900, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "sweep.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
 
 
 def test_plan_prints_the_seed_table_without_weights():
-    out = cli("plan", "examples/seed-study.yaml", "--set", f"model.path={OPEN_LLAMA}")
+    assert (ROOT / SEED_PLAN[-1].partition("=")[2]) == OPEN_LLAMA  # the config shipped in the repo
+    out = cli(*SEED_PLAN, HF_HUB_OFFLINE="1")  # offline: the repository alone
     assert out.returncode == 0, out.stderr
-    for count in ("2,662,400", "5,324,800", "12,994,560"):
-        assert count in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines()]
+    seed_table = [
+        ("8", "attention", "2,662,400"),
+        ("16", "attention", "5,324,800"),
+        ("8", "all-linear+lm_head", "12,994,560"),
+    ]
+    for r, targets, count in seed_table:
+        assert any(row[:2] == [r, targets] and row[3] == count for row in rows if len(row) > 3), out.stdout
     assert "lora.r: choice [8, 16]" in out.stdout and "trials_per_gpu" in out.stdout
+    # Real runs still fetch the real model: the override is the offline command's, not the file's.
+    hub_id = yaml.safe_load((ROOT / SEED_PLAN[1]).read_text())["model"]["path"]
+    assert hub_id == "openlm-research/open_llama_3b_v2"
 
 
 def test_bad_sweep_is_one_clear_line(tmp_path):

@@ -19,22 +19,21 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
+from helpers import ROOT, LoopbackServer, QuietHandler
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from evaluation.judge import PAIRWISE_RUBRIC, RUBRIC
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-class JudgeServer:
+class JudgeServer(LoopbackServer):
     """An OpenAI-compatible chat endpoint that answers only `Authorization: Bearer <key>`."""
 
     def __init__(self, key: str) -> None:
@@ -42,7 +41,7 @@ class JudgeServer:
         self.authorized = self.refused = 0
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 ok = self.headers.get("Authorization") == f"Bearer {owner.key}"
@@ -66,25 +65,9 @@ class JudgeServer:
                     status = 200
                 else:
                     status, payload = 400, {"error": {"message": "unknown rubric"}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(payload))
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def leaks(data: bytes, values: dict[str, str]) -> list[str]:

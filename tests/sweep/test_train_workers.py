@@ -1,52 +1,31 @@
 """Trials as Ray Train workers: the same loop, N workers, one step equal to one big-batch step."""
 
-import os
-import socket
-
 import pytest
 import ray
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from helpers import one_step_cfg, spawn_gloo
 from safetensors.torch import load_file
 
 from sweep.config import load_sweep_config
 from sweep.runner import run_sweep
-from trainables.config import load_trial_config
 from trainables.model import load_adapter, load_base_model
 from trainables.reporting import PrintReporter
 from trainables.trial import run_trial
 
 
 def _cfg(tiny, *sets):
-    return load_trial_config(None, [
-        f"model.path={tiny}", "data.eval_rows=30", "training.max_steps=1", "training.eval_interval=1",
-        "training.batch_size=4", "training.grad_accum=2", "training.max_seq_len=256", "lora.dropout=0",
-        "quantization.bits=16", "generation.num_prompts=0", "training.lr=1e-2", *sets])
+    return one_step_cfg(tiny, "quantization.bits=16", *sets)
 
 
-def _worker(rank, world, port, tiny, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        run_trial(_cfg(tiny), PrintReporter(f"{out}/rank{rank}", echo=lambda _: None))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank, tiny, out):
+    run_trial(_cfg(tiny), PrintReporter(f"{out}/rank{rank}", echo=lambda _: None))
 
 
 def test_two_workers_on_half_batches_equal_one_worker(tiny_model_dir, tmp_path):
     torch.set_num_threads(1)
     single = PrintReporter(tmp_path / "single", echo=lambda _: None)
     run_trial(_cfg(tiny_model_dir), single)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=2,
-                       join=True, start_method="spawn")
+    spawn_gloo(_worker, str(tiny_model_dir), str(tmp_path))
     one = load_file(str(single.checkpoint_dir(1) / "adapter" / "adapter_model.safetensors"))
     two = load_file(str(tmp_path / "rank0" / "checkpoints" / "step-0000001" / "adapter" / "adapter_model.safetensors"))
     assert not (tmp_path / "rank1" / "checkpoints").exists()  # only rank 0 writes the adapter

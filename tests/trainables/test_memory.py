@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig
+from helpers import OPEN_LLAMA
+from transformers import AutoConfig, LlamaConfig
 
 from trainables.config import TrialConfig
 from trainables.memory import CUDA_CONTEXT_GB, estimate
 from trainables.model import count_trainable_params_for
 
-OPEN_LLAMA_3B = LlamaConfig(
-    hidden_size=3200,
-    intermediate_size=8640,
-    num_hidden_layers=26,
-    num_attention_heads=32,
-    vocab_size=32000,
-    max_position_embeddings=2048,
-    tie_word_embeddings=False,
-)
+OPEN_LLAMA_3B = AutoConfig.from_pretrained(OPEN_LLAMA)
 # (targets, bits, dropout, micro-batch rows, int8 path) -> torch.cuda.max_memory_allocated in GiB on an
 # H100, benchmarks/RESULTS.md: the first session's rows (8 x 512, dropout 0.05, LLM.int8) and this
 # session's defaults (16 x 512, dropout 0, dequantized int8).

@@ -1,14 +1,11 @@
 """Parameter counts from a config alone, and target-module presets against real module names."""
 
-from pathlib import Path
-
 import pytest
+from helpers import OPEN_LLAMA
 
 from evaluation.errors import ConfigError
 from trainables.config import LoraConfig, ModelConfig, QuantizationConfig
 from trainables.model import count_trainable_params, load_base_model, resolve_target_modules
-
-OPEN_LLAMA = Path(__file__).resolve().parents[3] / "shared" / "models" / "open_llama_3b_v2"
 
 
 @pytest.mark.parametrize(
@@ -16,7 +13,7 @@ OPEN_LLAMA = Path(__file__).resolve().parents[3] / "shared" / "models" / "open_l
     [(8, "attention", 2_662_400), (16, "attention", 5_324_800), (8, "all-linear+lm_head", 12_994_560)],
 )
 def test_seed_table_from_config_alone(r, targets, expected):
-    assert (OPEN_LLAMA / "config.json").is_file(), "the seed study's config ships in ../shared/models"
+    assert sorted(p.name for p in OPEN_LLAMA.iterdir()) == ["config.json"]  # in the repo, and no weights
     assert count_trainable_params(ModelConfig(path=str(OPEN_LLAMA)), LoraConfig(r=r, target_modules=targets)) == expected
 
 

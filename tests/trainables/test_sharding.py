@@ -1,18 +1,14 @@
 """FSDP trials on the CPU (gloo, 2 processes): sharded 4-bit base, a step equal to one worker's, resume."""
 
 import json
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from bitsandbytes.nn import Linear4bit
+from helpers import one_step_cfg, spawn_gloo
 from safetensors.torch import load_file
 
 from trainables.checkpoint import full_state, save_checkpoint
-from trainables.config import load_trial_config
 from trainables.model import attach_lora, load_adapter, load_base_model, load_tokenizer
 from trainables.reporting import PrintReporter
 from trainables.sharding import local_fraction, shard_model
@@ -22,30 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(tiny, *sets):
-    return load_trial_config(None, [
-        f"model.path={tiny}", "data.eval_rows=30", "training.max_steps=1", "training.eval_interval=1",
-        "training.batch_size=4", "training.grad_accum=2", "training.max_seq_len=256", "lora.dropout=0",
-        "quantization.bits=4", "generation.num_prompts=0", "training.lr=1e-2", *sets])
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(rank, world, port, fn, args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        fn(rank, *args)
-    finally:
-        dist.destroy_process_group()
-
-
-def _spawn(fn, *args, world=2):
-    mp.start_processes(_entry, args=(world, _free_port(), fn, args), nprocs=world, join=True, start_method="spawn")
+    return one_step_cfg(tiny, "quantization.bits=4", *sets)
 
 
 def _quantized(model):
@@ -78,7 +51,7 @@ def _shard_and_save(rank, tiny, out):
 
 
 def test_fsdp_shards_the_4bit_base_and_saves_a_loadable_adapter(tiny_model_dir, tmp_path):
-    _spawn(_shard_and_save, str(tiny_model_dir), tmp_path)
+    spawn_gloo(_shard_and_save, str(tiny_model_dir), tmp_path)
     cfg = _cfg(tiny_model_dir)
     plain = load_base_model(cfg.model, cfg.quantization)  # uint8 storage, not sharded: what users load
     whole = sum(p.numel() * p.element_size() for p in _quantized(plain))
@@ -119,7 +92,7 @@ def test_one_fsdp_step_on_two_workers_equals_one_worker(tiny_model_dir, tmp_path
     odd = ["training.eval_batches=3"]  # 2 eval batches on rank 0, 1 on rank 1: forwards must stay in step
     single = PrintReporter(tmp_path / "single", echo=lambda _: None)
     run_trial(_cfg(tiny_model_dir, *odd), single, strategy="fsdp")  # one worker: nothing to shard
-    _spawn(_train, str(tiny_model_dir), tmp_path, odd, 0, False)
+    spawn_gloo(_train, str(tiny_model_dir), tmp_path, odd, 0, False)
     one = _adapter(single.checkpoint_dir(1))
     two = _adapter(tmp_path / "rank0" / "checkpoints" / "step-0000001")
     assert not (tmp_path / "rank1" / "checkpoints").exists()  # only rank 0 writes the adapter
@@ -137,9 +110,9 @@ def test_one_fsdp_step_on_two_workers_equals_one_worker(tiny_model_dir, tmp_path
 def test_fsdp_trial_learns_and_resumes(tiny_model_dir, tmp_path):
     sets = ["training.max_steps=4", "training.eval_interval=2", "training.lr=5e-3", "training.grad_accum=1",
             "generation.num_prompts=2", "generation.max_new_tokens=4"]
-    _spawn(_train, str(tiny_model_dir), tmp_path / "a", sets, 2, True)  # interrupted after step 2's checkpoint
-    _spawn(_train, str(tiny_model_dir), tmp_path / "a", sets, 0, True)  # resumed from it
-    _spawn(_train, str(tiny_model_dir), tmp_path / "b", sets, 0, True)  # straight through
+    spawn_gloo(_train, str(tiny_model_dir), tmp_path / "a", sets, 2, True)  # interrupted after step 2's checkpoint
+    spawn_gloo(_train, str(tiny_model_dir), tmp_path / "a", sets, 0, True)  # resumed from it
+    spawn_gloo(_train, str(tiny_model_dir), tmp_path / "b", sets, 0, True)  # straight through
     resumed = json.loads((tmp_path / "a" / "history0.json").read_text())
     straight = json.loads((tmp_path / "b" / "history0.json").read_text())
     assert [m["step"] for m in resumed] == [4] and [m["step"] for m in straight] == [2, 4]
