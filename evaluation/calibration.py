@@ -5,6 +5,9 @@ judge must notice: its words shuffled, a phrase repeated, the description of ano
 a different category, and the text cut off mid-sentence. The judge is right on a pair when it
 prefers the reference. A judge that cannot tell these apart (say, a tiny local model) still gives
 numbers, but the trial marks them untrusted instead of ranking fine-tunes by noise.
+
+A check of the judge asks the judge: `calibrate` never reads the verdict cache, so a judge whose
+server changed since the last run is checked as it answers now.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ def calibrate(
       descriptions leaves the verdict unchanged (the same one preferred, or a tie both times).
     - `judge_trusted`: accuracy >= `min_accuracy`, and pairwise accuracy too when it was measured.
     """
+    judge = judge.fresh()  # every verdict asked now; cached ones could be another judge's
     pairs = calibration_pairs(references, seed)
     # Score each distinct description once: a reference appears in up to four pairs.
     unique = list(dict.fromkeys((s.product, s.category, s.output) for g, b, _ in pairs for s in (g, b)))

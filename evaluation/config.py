@@ -46,4 +46,8 @@ class JudgeConfig(Strict):
     min_accuracy: float = Field(
         0.8, ge=0, le=1, description="Calibration pairwise accuracy below this marks the judge's scores untrustworthy."
     )
-    cache_dir: str | None = Field(None, description="Verdict cache (content hash); default: the user cache dir.")
+    cache_dir: str | None = Field(
+        None,
+        description="Verdict cache, keyed by the judge's identity (backend, endpoint, model, prompt version; local: "
+        "weights) and the texts judged; default: $QLORA_SWEEP_CACHE/judge. judge-check never reads it.",
+    )

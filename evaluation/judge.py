@@ -1,31 +1,33 @@
-"""An LLM judge for generated product descriptions: rubrics, verdict parsing, the cache, `build_judge`.
+"""What every LLM judge shares: samples, verdicts, rubrics, verdict parsing and the cache in front.
 
-The seed study judged descriptions by eye; a judge makes that automatic and repeatable. Two
-backends share everything here: `OpenAIJudge` (any OpenAI-compatible chat endpoint, in
-`judge_http.py`) and `LocalJudge` (a Hugging Face causal LM scoring by the probability of the
-score tokens, in `judge_local.py`). Both cache verdicts by content hash, so calibration sets and repeated prompts are
-judged once per sweep, not once per trial. A judge never raises into a trial for a failed verdict:
-it returns `Verdict(None, reason, missing=True)` and the trial reports how many are missing.
+The seed study judged descriptions by eye; a judge makes that automatic and repeatable. The two
+backends import this module and nothing else of each other: `OpenAIJudge` (any OpenAI-compatible
+chat endpoint, `judge_http.py`) and `LocalJudge` (a Hugging Face causal LM scoring by the
+probability of the score tokens, `judge_local.py`); `judge_choice.build_judge` picks one from the
+config. Both cache verdicts under the judge's identity (`verdict_cache.py`), so calibration sets
+and repeated prompts are judged once per sweep, not once per trial. A judge never raises into a
+trial for a failed verdict: it returns `Verdict(None, reason, missing=True)` and the trial reports
+how many are missing.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
 import logging
 import math
-import os
 import re
-import sqlite3
-from collections.abc import Callable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from evaluation.config import JudgeConfig
+from evaluation.verdict_cache import VerdictCache, cache_key
 
 log = logging.getLogger(__name__)
+
+# Part of every cache key. The rubric texts are hashed into the key anyway; bump this when what
+# they cannot show changes a verdict: how a sample is rendered, how an answer is parsed or scaled.
+PROMPT_VERSION = 2
 
 CRITERIA = """Judge the description on four criteria:
 1. Relevance: it describes this product and fits this category.
@@ -86,6 +88,10 @@ class Judge(Protocol):
 
     def compare_orders(self, a: list[Sample], b: list[Sample]) -> list[tuple[float | None, float | None]]:
         """Per pair, the preference for a when shown first and when shown second (for consistency)."""
+        ...
+
+    def fresh(self) -> Judge:
+        """This judge, asking anew instead of answering from its cache (a check of the judge must)."""
         ...
 
 
@@ -175,80 +181,29 @@ def combine_orders(first: float | None, second: float | None) -> float | None:
     return None if first is None or second is None else (first + second) / 2
 
 
-def default_cache_dir() -> Path:
-    """$QLORA_SWEEP_CACHE/judge, else the user cache dir ($XDG_CACHE_HOME or ~/.cache)/qlora-sweep/judge.
-
-    The same root as the built-in models, so one variable moves everything the sweep caches.
-    """
-    root = os.environ.get("QLORA_SWEEP_CACHE")
-    if root:
-        return Path(root).expanduser() / "judge"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qlora-sweep" / "judge"
-
-
-def cache_key(judge_name: str, rubric: str, *texts: str | None) -> str:
-    """sha256 of judge model + rubric + the sample fields: same inputs, same verdict."""
-    return hashlib.sha256(json.dumps([judge_name, rubric, *texts]).encode()).hexdigest()
-
-
-class VerdictCache:
-    """Verdicts by content hash in one sqlite file.
-
-    sqlite because trials running side by side on one node share the file and sqlite does the
-    locking. Only successful verdicts are stored: a missing one is retried on the next run. A cache
-    that cannot be read or written is logged and skipped, never an error for the trial.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.path = Path(directory).expanduser() / "verdicts.sqlite"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(self._connect()) as con, con:
-                con.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        except (OSError, sqlite3.Error) as err:
-            log.warning("judge cache %s unusable, judging without it: %s", self.path, err)
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
-
-    def get(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        try:
-            with closing(self._connect()) as con:
-                for start in range(0, len(keys), 500):  # sqlite caps the number of bound parameters
-                    chunk = list(keys[start : start + 500])
-                    marks = ",".join("?" * len(chunk))
-                    rows = con.execute(f"SELECT key, value FROM verdicts WHERE key IN ({marks})", chunk)
-                    found.update((k, json.loads(v)) for k, v in rows)
-        except sqlite3.Error as err:
-            log.warning("judge cache %s not readable: %s", self.path, err)
-        return found
-
-    def put(self, items: dict[str, dict[str, Any]]) -> None:
-        if not items:
-            return
-        try:
-            with closing(self._connect()) as con, con:
-                con.executemany(
-                    "INSERT OR REPLACE INTO verdicts VALUES (?, ?)",
-                    [(k, json.dumps(v)) for k, v in items.items()],
-                )
-        except sqlite3.Error as err:
-            log.warning("judge cache %s not writable: %s", self.path, err)
-
-
 class CachedJudge:
     """What both backends share: the cache in front, both orders for comparisons.
 
     A backend implements `_score_uncached(samples)` and `_prefer_first_uncached(pairs)` (the
-    preference for the first-shown description of each pair, or None when missing).
+    preference for the first-shown description of each pair, or None when missing), and passes
+    its `identity`: everything that changes its verdicts (endpoint, model, weights...) and no
+    credentials. The identity, not the model's name, keys the cache.
     """
 
     rubric = RUBRIC
     pairwise_rubric = PAIRWISE_RUBRIC
 
-    def __init__(self, name: str, cache: VerdictCache | None = None) -> None:
+    def __init__(self, name: str, identity: Mapping[str, Any], cache: VerdictCache | None = None) -> None:
         self.name, self.cache = name, cache
+        self.identity = {**identity, "prompt_version": PROMPT_VERSION}
+        self.read_cache = True
+
+    def fresh(self) -> CachedJudge:
+        """A copy that asks the judge every time; what it hears still replaces the cached verdicts,
+        so later trials score with the judge as it answers now."""
+        judge = copy.copy(self)
+        judge.read_cache = False
+        return judge
 
     def _score_uncached(self, samples: list[Sample]) -> list[Verdict]:
         raise NotImplementedError
@@ -259,7 +214,7 @@ class CachedJudge:
     def _through_cache(
         self, keys: list[str], compute: Callable[[list[int]], list[Any]], to_record, from_record
     ):
-        found = self.cache.get(keys) if self.cache else {}
+        found = self.cache.get(keys) if self.cache and self.read_cache else {}
         out: list[Any] = [from_record(found[k]) if k in found else None for k in keys]
         todo = [i for i, k in enumerate(keys) if k not in found]
         fresh = compute(todo) if todo else []
@@ -275,7 +230,8 @@ class CachedJudge:
 
     def score(self, samples: list[Sample]) -> list[Verdict]:
         keys = [
-            cache_key(self.name, self.rubric, s.product, s.category, s.output, s.reference) for s in samples
+            cache_key(self.identity, self.rubric, s.product, s.category, s.output, s.reference)
+            for s in samples
         ]
         verdicts = self._through_cache(
             keys,
@@ -291,7 +247,7 @@ class CachedJudge:
         if len(a) != len(b):
             raise ValueError(f"compare needs pairs: got {len(a)} and {len(b)} samples")
         pairs = [p for x, y in zip(a, b, strict=True) for p in ((x, y), (y, x))]
-        keys = [cache_key(self.name, self.pairwise_rubric, render_pair(x, y)) for x, y in pairs]
+        keys = [cache_key(self.identity, self.pairwise_rubric, render_pair(x, y)) for x, y in pairs]
         prefs = self._through_cache(
             keys,
             lambda todo: self._prefer_first_uncached([pairs[i] for i in todo]),
@@ -306,35 +262,3 @@ class CachedJudge:
 
     def compare(self, a: list[Sample], b: list[Sample]) -> list[float | None]:
         return [combine_orders(x, y) for x, y in self.compare_orders(a, b)]
-
-
-def build_judge(cfg: JudgeConfig, load_local: Callable[[str], tuple[Any, Any]] | None = None) -> Judge | None:
-    """The judge `cfg` asks for, or None for backend 'none'.
-
-    `load_local(cfg.model)` returns (model, tokenizer); it comes from the caller because resolving
-    built-in model names lives in `trainables`, which `evaluation` must not import.
-    """
-    if cfg.backend == "none":
-        return None
-    judge: CachedJudge
-    if cfg.backend == "openai":
-        from evaluation.judge_http import OpenAIJudge  # judge_http imports this module's types
-
-        judge = OpenAIJudge(
-            cfg.base_url,
-            cfg.model,
-            cfg.api_key_env,
-            concurrency=cfg.concurrency,
-            timeout_s=cfg.timeout_s,
-            retries=cfg.retries,
-            backoff_s=cfg.backoff_s,
-        )
-    else:
-        if load_local is None:
-            raise ValueError("judge.backend 'local' needs load_local(model_name) -> (model, tokenizer)")
-        from evaluation.judge_local import LocalJudge  # torch is imported only when a local judge is used
-
-        model, tokenizer = load_local(cfg.model)
-        judge = LocalJudge(model, tokenizer, batch_size=cfg.batch_size)
-    judge.cache = VerdictCache(cfg.cache_dir or default_cache_dir())  # after the settings are known good
-    return judge

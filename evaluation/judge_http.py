@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -26,13 +27,13 @@ from evaluation.judge import (
     CachedJudge,
     Sample,
     Verdict,
-    VerdictCache,
     VerdictError,
     parse_preference,
     parse_verdict,
     render_pair,
     render_sample,
 )
+from evaluation.verdict_cache import VerdictCache, endpoint_identity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,6 +78,27 @@ class Secret:
         return cls(value)
 
 
+def checked_endpoint(base_url: str | None) -> str:
+    """The API root as the cache knows it (`endpoint_identity`). A URL carrying a user:password@,
+    a ?query (where keys hide) or a #fragment is refused without echoing those parts."""
+    allowed = "an http(s) URL of the API root, e.g. http://127.0.0.1:8000/v1"
+    parts = urlsplit(base_url or "")
+    if parts.username is not None or parts.query or parts.fragment:
+        shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        raise ConfigError(
+            "judge.base_url",
+            f"{shown} (its credentials, query or fragment not shown)",
+            allowed + ", without user:password@, ?query or #fragment ('/chat/completions' is appended)",
+            hint="a key belongs in the environment variable named by judge.api_key_env",
+        )
+    if parts.scheme.lower() in ("http", "https") and parts.hostname:
+        try:
+            return endpoint_identity(parts.geturl())
+        except ValueError:  # a port that is not a number
+            pass
+    raise ConfigError("judge.base_url", base_url, allowed)
+
+
 class OpenAIJudge(CachedJudge):
     """Scores and comparisons from `POST {base_url}/chat/completions`, temperature 0."""
 
@@ -96,14 +118,13 @@ class OpenAIJudge(CachedJudge):
         max_tokens: int = 256,
         cache: VerdictCache | None = None,
     ) -> None:
-        if not base_url or not base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                "judge.base_url", base_url, "an http(s) URL of the API root, e.g. http://127.0.0.1:8000/v1"
-            )
+        endpoint = checked_endpoint(base_url)
         if concurrency < 1:
             raise ConfigError("judge.concurrency", concurrency, "an integer >= 1")
-        super().__init__(f"openai:{model}", cache)
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        # Retries, timeouts and concurrency change when an answer comes, not what it says.
+        identity = {"backend": "openai", "base_url": endpoint, "model": model, "max_tokens": max_tokens}
+        super().__init__(f"openai:{model}@{endpoint}", identity, cache)
+        self.url = endpoint + "/chat/completions"
         self.model, self.api_key_env = model, api_key_env
         self.concurrency, self.timeout_s, self.retries, self.backoff_s = (
             concurrency,

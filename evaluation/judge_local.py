@@ -7,6 +7,7 @@ judge's uncertainty (a 50/50 between 3 and 8 averages to 5.5 instead of a coin f
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -21,10 +22,10 @@ from evaluation.judge import (
     CachedJudge,
     Sample,
     Verdict,
-    VerdictCache,
     render_pair,
     render_sample,
 )
+from evaluation.verdict_cache import VerdictCache
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,26 @@ def _label_token_ids(tokenizer, labels: Sequence[str], model_name: str) -> list[
     return ids
 
 
+@torch.no_grad()
+def weights_fingerprint(model: torch.nn.Module, per_tensor: int = 1024) -> str:
+    """sha256 of every parameter's name, dtype, shape and `per_tensor` evenly strided values.
+
+    Part of the local judge's identity, so that new weights behind the same path are a new judge.
+    Hashing every byte would cost seconds per trial for a 7B judge (and a copy off the GPU); a
+    fine-tune, a merged adapter or another quantization changes values all through each tensor
+    it touches, so a strided sample of every tensor sees it.
+    """
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        digest.update(f"{name}|{param.dtype}|{tuple(param.shape)}|".encode())
+        if param.is_meta:  # offloaded by accelerate: no values here to read
+            continue
+        flat = param.detach().reshape(-1)
+        picked = flat[:: max(1, flat.numel() // per_tensor)][:per_tensor].contiguous()
+        digest.update(picked.view(torch.uint8).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class LocalJudge(CachedJudge):
     """A Hugging Face causal LM as judge: expected score from its next-token distribution.
 
@@ -68,7 +89,6 @@ class LocalJudge(CachedJudge):
 
     def __init__(self, model, tokenizer, batch_size: int = 8, cache: VerdictCache | None = None) -> None:
         model_name = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
-        super().__init__(f"local:{model_name}", cache)
         if batch_size < 1:
             raise ConfigError("judge.batch_size", batch_size, "an integer >= 1")
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
@@ -76,6 +96,18 @@ class LocalJudge(CachedJudge):
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
         self.digit_ids = _label_token_ids(tokenizer, [str(d) for d in range(1, 10)], model_name)
         self.ab_ids = _label_token_ids(tokenizer, ["A", "B"], model_name)
+        identity = {
+            "backend": "local",
+            "model": model_name,
+            "revision": getattr(model.config, "_commit_hash", None),  # set when loaded from the hub
+            "weights": weights_fingerprint(model),
+            # The prompt is the tokenizer's chat template around the rubric; the score is read off
+            # the label tokens.
+            "chat_template": getattr(tokenizer, "chat_template", None),
+            "vocab_size": len(tokenizer),
+            "labels": {"digits": self.digit_ids, "ab": self.ab_ids},
+        }
+        super().__init__(f"local:{model_name}", identity, cache)
 
     def __repr__(self) -> str:
         return f"LocalJudge({self.name!r}, batch_size={self.batch_size})"

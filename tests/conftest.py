@@ -76,3 +76,21 @@ def start_mlflow_server():
     """`with start_mlflow_server(root) as url:` for the test packages' own server fixtures (scopes
     and storage differ between them; the server and its readiness probe are this one)."""
     return _mlflow_server
+
+
+@pytest.fixture
+def chat_server():
+    """`chat_server(answer)` starts an OpenAI-compatible `/v1/chat/completions` server on 127.0.0.1
+    (`tests/chat_server.py`) answering `answer(request_json, server) -> (status, content)`; every
+    server a test started is stopped at its teardown."""
+    from chat_server import ChatServer
+
+    servers: list[ChatServer] = []
+
+    def start(answer) -> ChatServer:
+        servers.append(ChatServer(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from evaluation.judge import Sample, build_judge, summarize, win_rate
+from evaluation.judge import Sample, summarize, win_rate
+from evaluation.judge_choice import build_judge
 from trainables.config import ModelConfig, QuantizationConfig, TrialConfig
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,10 @@ def calibration_references(cfg: TrialConfig) -> list:
 
 
 def calibrate_judge(cfg: TrialConfig) -> dict:
-    """How far the configured judge can be trusted: pairwise accuracy and position-swap consistency."""
+    """How far the configured judge can be trusted: pairwise accuracy and position-swap consistency.
+
+    Every verdict is asked anew (`calibrate` bypasses the cache for reads); the answers are still
+    written to the cache, so the sweep's trials score with the judge as it answers now."""
     from evaluation.calibration import calibrate
 
     judge = build_judge(cfg.judge, load_local=load_judge_model)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
 
 import pytest
-from helpers import LoopbackServer, QuietHandler
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.calibration import KINDS, calibrate, calibration_pairs
-from evaluation.judge import Sample, VerdictCache
+from evaluation.judge import Sample
 from evaluation.judge_http import OpenAIJudge
 from evaluation.judge_local import LocalJudge
+from evaluation.verdict_cache import VerdictCache
 
 REFERENCES = [
     Sample(
@@ -103,30 +102,9 @@ def answer(body: dict) -> str:
     return json.dumps({"score": rule_score(product, category, text("description")), "reason": "rule"})
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[dict], tuple[int, str]]], str]]:
-    """Starts `/v1/chat/completions` servers on 127.0.0.1; `reply(body) -> (status, content)`."""
-    servers = []
-
-    def start(reply: Callable[[dict], tuple[int, str]]) -> str:
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:
-                status, content = reply(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                if status == 200:
-                    content = json.dumps(
-                        {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                    )
-                self.reply(status, content)
-
-        servers.append(LoopbackServer(Handler))
-        return servers[-1].base_url
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-def http_judge(url: str) -> OpenAIJudge:
+def http_judge(chat_server, reply) -> OpenAIJudge:
+    """A judge asking a new server that answers every request with `reply(body) -> (status, content)`."""
+    url = chat_server(lambda body, _: reply(body)).base_url
     return OpenAIJudge(url, "rule-judge", concurrency=4, retries=0, backoff_s=0.0, timeout_s=10)
 
 
@@ -166,8 +144,8 @@ def test_pairs_are_reproducible_and_skip_what_does_not_apply():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_judge_right_on_every_corruption_is_trusted(serve, seed):
-    result = calibrate(http_judge(serve(lambda body: (200, answer(body)))), REFERENCES, seed=seed)
+def test_a_judge_right_on_every_corruption_is_trusted(chat_server, seed):
+    result = calibrate(http_judge(chat_server, lambda body: (200, answer(body))), REFERENCES, seed=seed)
 
     assert result["judge_accuracy"] == 1.0 and result["judge_accuracy_pairwise"] == 1.0
     assert result["judge_consistency"] == 1.0
@@ -178,20 +156,20 @@ def test_a_judge_right_on_every_corruption_is_trusted(serve, seed):
     assert result["judge_trusted"] is True
 
 
-def test_a_judge_that_cannot_tell_them_apart_is_not_trusted(serve):
+def test_a_judge_that_cannot_tell_them_apart_is_not_trusted(chat_server):
     # Same score for everything and always "A": no pointwise wins, and every comparison flips with the order.
     def indifferent(body):
         winner = '"winner"' in body["messages"][0]["content"]
         return 200, json.dumps({"winner": "A"} if winner else {"score": 5})
 
-    result = calibrate(http_judge(serve(indifferent)), REFERENCES, seed=0, min_accuracy=0.5)
+    result = calibrate(http_judge(chat_server, indifferent), REFERENCES, seed=0, min_accuracy=0.5)
 
     assert result["judge_accuracy"] == 0.0 and result["judge_accuracy_pairwise"] == 0.0
     assert result["judge_consistency"] == 0.0 and result["judge_trusted"] is False
 
 
-def test_a_judge_that_never_answers_is_not_trusted(serve):
-    result = calibrate(http_judge(serve(lambda body: (503, "overloaded"))), REFERENCES[:2], seed=0)
+def test_a_judge_that_never_answers_is_not_trusted(chat_server):
+    result = calibrate(http_judge(chat_server, lambda body: (503, "overloaded")), REFERENCES[:2], seed=0)
 
     assert result["judge_calibration_missing"] == result["judge_calibration_pairs"] == 8
     assert result["judge_accuracy"] == 0.0 and result["judge_consistency"] is None
@@ -209,7 +187,7 @@ def test_local_tiny_judge_calibration_gives_fractions(tiny_model_dir, tmp_path):
     fractions += [f"judge_accuracy_{kind}" for kind in KINDS]
     assert all(0.0 <= result[name] <= 1.0 for name in fractions)
     assert isinstance(result["judge_trusted"], bool)
-    without_pairwise = calibrate(judge, REFERENCES[:2], seed=0, pairwise=False)  # scores from the cache
+    without_pairwise = calibrate(judge, REFERENCES[:2], seed=0, pairwise=False)  # asked again, same answers
     assert (
         without_pairwise["judge_consistency"] is None and without_pairwise["judge_accuracy_pairwise"] is None
     )

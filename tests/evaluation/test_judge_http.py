@@ -6,11 +6,9 @@ import json
 import logging
 import re
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
 
 import pytest
-from helpers import LoopbackServer, QuietHandler
+from chat_server import ChatServer, product_of, user_message
 
 from evaluation.config import JudgeConfig
 from evaluation.errors import ConfigError
@@ -19,70 +17,13 @@ from evaluation.judge import (
     Sample,
     Verdict,
     VerdictError,
-    build_judge,
     parse_preference,
     parse_verdict,
     summarize,
     win_rate,
 )
+from evaluation.judge_choice import build_judge
 from evaluation.judge_http import OpenAIJudge
-
-Answer = Callable[[dict, "ChatServer"], tuple[int, str]]
-
-
-class ChatServer(LoopbackServer):
-    """`/v1/chat/completions` answered by `answer(request_json, server) -> (status, content)`.
-
-    Counts requests per product, records the Authorization headers and the most requests ever in
-    flight at once. `release` is set at teardown so that handlers told to hang can finish.
-    """
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer, self.lock, self.release = answer, threading.Condition(), threading.Event()
-        self.per_product: Counter[str] = Counter()
-        self.auth: list[str | None] = []
-        self.bodies: list[dict] = []
-        self.in_flight = self.max_in_flight = 0
-        owner = self
-
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with owner.lock:
-                    owner.in_flight += 1
-                    owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
-                    owner.lock.notify_all()
-                    owner.per_product[product_of(body)] += 1
-                    owner.auth.append(self.headers.get("Authorization"))
-                    owner.bodies.append(body)
-                try:
-                    if self.path != "/v1/chat/completions":
-                        status, text = 404, "no such route"
-                    else:
-                        status, text = owner.answer(body, owner)
-                finally:
-                    with owner.lock:
-                        owner.in_flight -= 1
-                if status == 200:
-                    text = json.dumps(
-                        {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
-                    )
-                self.reply(status, text)
-
-        super().__init__(Handler)
-
-    def close(self) -> None:
-        self.release.set()
-        super().close()
-
-
-def user_message(body: dict) -> str:
-    return next(m["content"] for m in body["messages"] if m["role"] == "user")
-
-
-def product_of(body: dict) -> str:
-    match = re.search(r"^Product: (.*)$", user_message(body), re.MULTILINE)
-    return match.group(1) if match else ""
 
 
 def description_of(body: dict) -> str:
@@ -91,19 +32,6 @@ def description_of(body: dict) -> str:
 
 def verdict_json(score: float, reason: str = "ok") -> str:
     return json.dumps({"score": score, "reason": reason})
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Answer], ChatServer]]:
-    servers: list[ChatServer] = []
-
-    def start(answer: Answer) -> ChatServer:
-        servers.append(ChatServer(answer))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def make_judge(server: ChatServer, tmp_path, **overrides) -> OpenAIJudge:
@@ -121,13 +49,13 @@ def samples(*products: str) -> list[Sample]:
     return [Sample(p, "Kitchen", f"The {p} is a sturdy, useful thing for any kitchen.") for p in products]
 
 
-def test_well_formed_verdicts_keep_their_order_and_accept_fences(serve, tmp_path):
+def test_well_formed_verdicts_keep_their_order_and_accept_fences(chat_server, tmp_path):
     def answer(body, server):
         score = 1 + len(product_of(body)) % 10  # different per sample, so order mix-ups show
         text = verdict_json(score, f"len {len(product_of(body))}")
         return 200, f"```json\n{text}\n```" if score % 2 else text
 
-    server = serve(answer)
+    server = chat_server(answer)
     products = ["kettle", "toaster", "pan", "whisk", "stand mixer", "colander", "rolling pin"]
     verdicts = make_judge(server, tmp_path, concurrency=3).score(samples(*products))
 
@@ -140,13 +68,13 @@ def test_well_formed_verdicts_keep_their_order_and_accept_fences(serve, tmp_path
     assert summarize(verdicts) == {"judge_score": sum(v.score for v in verdicts) / 7, "judge_missing": 0}
 
 
-def test_malformed_verdicts_are_retried_then_missing_with_reason(serve, tmp_path):
+def test_malformed_verdicts_are_retried_then_missing_with_reason(chat_server, tmp_path):
     answers = {
         "kettle": "I would say it is pretty good.",
         "toaster": verdict_json(42),
         "pan": verdict_json(7),
     }
-    server = serve(lambda body, _: (200, answers[product_of(body)]))
+    server = chat_server(lambda body, _: (200, answers[product_of(body)]))
     kettle, toaster, pan = make_judge(server, tmp_path, retries=2).score(samples("kettle", "toaster", "pan"))
 
     assert server.per_product == {"kettle": 3, "toaster": 3, "pan": 1}
@@ -156,13 +84,13 @@ def test_malformed_verdicts_are_retried_then_missing_with_reason(serve, tmp_path
     assert summarize([kettle, toaster, pan]) == {"judge_score": 7.0, "judge_missing": 2}
 
 
-def test_a_request_hanging_past_the_timeout_is_retried_then_missing(serve, tmp_path):
+def test_a_request_hanging_past_the_timeout_is_retried_then_missing(chat_server, tmp_path):
     def answer(body, server):
         if product_of(body) == "slow cooker":
             server.release.wait(timeout=10)  # hangs until teardown; the judge must not wait for it
         return 200, verdict_json(6)
 
-    server = serve(answer)
+    server = chat_server(answer)
     slow, fast = make_judge(server, tmp_path, timeout_s=0.2, retries=1).score(samples("slow cooker", "pan"))
 
     assert slow.missing and "timed out after 0.2 s" in slow.reason
@@ -170,21 +98,21 @@ def test_a_request_hanging_past_the_timeout_is_retried_then_missing(serve, tmp_p
     assert fast == Verdict(6.0, "ok")
 
 
-def test_server_errors_are_retried_and_a_recovery_is_scored(serve, tmp_path):
+def test_server_errors_are_retried_and_a_recovery_is_scored(chat_server, tmp_path):
     def answer(body, server):
         product = product_of(body)
         if product == "broken" or (product == "flaky" and server.per_product["flaky"] == 1):
             return 500, "internal error"
         return 200, verdict_json(8)
 
-    server = serve(answer)
+    server = chat_server(answer)
     broken, flaky = make_judge(server, tmp_path, retries=2).score(samples("broken", "flaky"))
 
     assert broken.missing and broken.reason.startswith("HTTP 500") and server.per_product["broken"] == 3
     assert flaky == Verdict(8.0, "ok") and server.per_product["flaky"] == 2
 
 
-def test_concurrency_is_bounded(serve, tmp_path):
+def test_concurrency_is_bounded(chat_server, tmp_path):
     # Each request waits until `concurrency` are in flight together (so the server sees at least
     # that many), then gives one more request a short window to show up (it must not).
     barrier = threading.Barrier(3)
@@ -198,7 +126,7 @@ def test_concurrency_is_bounded(serve, tmp_path):
             server.lock.wait_for(lambda: server.in_flight > 3, timeout=0.1)
         return 200, verdict_json(5)
 
-    server = serve(answer)
+    server = chat_server(answer)
     verdicts = make_judge(server, tmp_path, concurrency=3, retries=0).score(
         samples(*[f"p{i}" for i in range(9)])
     )
@@ -207,8 +135,10 @@ def test_concurrency_is_bounded(serve, tmp_path):
     assert server.max_in_flight == 3
 
 
-def test_cache_answers_identical_samples_without_a_request(serve, tmp_path):
-    server = serve(lambda body, s: (500, "down") if product_of(body) == "down" else (200, verdict_json(4)))
+def test_cache_answers_identical_samples_without_a_request(chat_server, tmp_path):
+    server = chat_server(
+        lambda body, s: (500, "down") if product_of(body) == "down" else (200, verdict_json(4))
+    )
     batch = samples("kettle", "pan", "down")
     first = make_judge(server, tmp_path, retries=0).score(batch)
     # A new judge (as in the next trial) on the same cache dir: only the failed sample is asked again.
@@ -223,7 +153,59 @@ def test_cache_answers_identical_samples_without_a_request(serve, tmp_path):
     assert server.per_product["kettle"] == 3  # so is the judge model
 
 
-def test_pairwise_judges_both_orders_and_cancels_position_bias(serve, tmp_path):
+def test_two_endpoints_serving_one_model_name_do_not_share_verdicts(chat_server, tmp_path):
+    # Same model name, same cache dir, different servers: the name alone used to key the cache,
+    # so the second server's scores came from the first one's verdicts.
+    server_a = chat_server(lambda body, _: (200, verdict_json(3, "server A")))
+    server_b = chat_server(lambda body, _: (200, verdict_json(8, "server B")))
+    batch = samples("kettle", "pan")
+
+    from_a = make_judge(server_a, tmp_path, base_url=server_a.base_url).score(batch)
+    from_b = make_judge(server_b, tmp_path, base_url=server_b.base_url).score(batch)
+
+    assert [(v.score, v.reason) for v in from_a] == [(3.0, "server A")] * 2
+    assert [(v.score, v.reason) for v in from_b] == [(8.0, "server B")] * 2
+    assert len(server_a.bodies) == 2 and len(server_b.bodies) == 2
+    # Each endpoint keeps its own verdicts, however its URL is spelled (trailing slash, host case).
+    respelled = server_a.base_url.replace("http://", "HTTP://") + "/"
+    again_a = make_judge(server_a, tmp_path, base_url=respelled).score(batch)
+    again_b = make_judge(server_b, tmp_path, base_url=server_b.base_url).score(batch)
+    assert again_a == from_a and again_b == from_b
+    assert len(server_a.bodies) == 2 and len(server_b.bodies) == 2  # both answered from the cache
+
+
+@pytest.mark.parametrize(
+    "url, endpoint",
+    [
+        ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1"),
+        ("HTTPS://Judge.Example.COM:443/V1", "https://judge.example.com/V1"),
+        ("http://[::1]:80/v1", "http://[::1]/v1"),
+        ("https://judge.example.com:8443/v1", "https://judge.example.com:8443/v1"),
+    ],
+)
+def test_the_cache_knows_an_endpoint_by_one_spelling(url, endpoint):
+    judge = OpenAIJudge(url, "judge-7b")
+    assert judge.identity["base_url"] == endpoint and judge.url == endpoint + "/chat/completions"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:hunter2@127.0.0.1:8000/v1",
+        "https://:hunter2@judge.example.com/v1",
+        "ftp://user:hunter2@127.0.0.1/v1",
+        "http://127.0.0.1:8000/v1?key=hunter2",
+        "http://h/v1#hunter2",
+    ],
+)
+def test_a_base_url_carrying_credentials_is_refused_without_showing_them(url):
+    with pytest.raises(ConfigError) as err:
+        OpenAIJudge(url, "judge-7b")
+    assert err.value.field == "judge.base_url" and "hunter2" not in str(err.value)
+    assert "api_key_env" in str(err.value)
+
+
+def test_pairwise_judges_both_orders_and_cancels_position_bias(chat_server, tmp_path):
     def answer(body, server):
         text = user_message(body)
         a = re.search(r"<description_a>\n(.*)\n</description_a>", text, re.DOTALL).group(1)
@@ -233,7 +215,7 @@ def test_pairwise_judges_both_orders_and_cancels_position_bias(serve, tmp_path):
         winner = "tie" if len(a) == len(b) else ("A" if len(a) > len(b) else "B")
         return 200, f'Verdict: {{"winner": "{winner}", "reason": "longer"}}'
 
-    server = serve(answer)
+    server = chat_server(answer)
     judge = make_judge(server, tmp_path)
     a = [Sample("kettle", "Kitchen", "A long and detailed text."), Sample("pan", "Kitchen", "Short.")]
     a += [Sample("biased", "Kitchen", "One."), Sample("cup", "Kitchen", "Same.")]
@@ -249,7 +231,7 @@ def test_pairwise_judges_both_orders_and_cancels_position_bias(serve, tmp_path):
     assert win_rate([1.0, 0.0, 0.5, None]) == 0.5 and win_rate([None]) is None
 
 
-def test_api_key_is_sent_but_never_shown(serve, tmp_path, monkeypatch, caplog):
+def test_api_key_is_sent_but_never_shown(chat_server, tmp_path, monkeypatch, caplog):
     key = "sk-test-7f3a9c1d-SECRET"
     monkeypatch.setenv("QLORA_JUDGE_KEY", key)
 
@@ -260,7 +242,7 @@ def test_api_key_is_sent_but_never_shown(serve, tmp_path, monkeypatch, caplog):
         )
 
     caplog.set_level(logging.DEBUG)
-    server = serve(answer)
+    server = chat_server(answer)
     judge = make_judge(server, tmp_path, api_key_env="QLORA_JUDGE_KEY", retries=1)
     verdicts = judge.score(samples("unauthorised", "crashing", "pan"))
 
@@ -271,6 +253,7 @@ def test_api_key_is_sent_but_never_shown(serve, tmp_path, monkeypatch, caplog):
     shown = [repr(judge), str(judge), repr(vars(judge)), *(repr(v) for v in verdicts)]
     shown += [r.getMessage() for r in caplog.records] + [repr(r.args) for r in caplog.records]
     assert caplog.records and not [text for text in shown if key in text]
+    assert key not in repr(judge.identity) and key.encode() not in judge.cache.path.read_bytes()
     monkeypatch.delenv("QLORA_JUDGE_KEY")
     with pytest.raises(ConfigError) as err:
         make_judge(server, tmp_path, api_key_env="QLORA_JUDGE_KEY")
@@ -279,9 +262,10 @@ def test_api_key_is_sent_but_never_shown(serve, tmp_path, monkeypatch, caplog):
 
 def test_config_errors_name_the_field_and_leave_no_cache_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("QLORA_SWEEP_CACHE", str(tmp_path))
-    with pytest.raises(ConfigError) as err:
-        build_judge(JudgeConfig(backend="openai", base_url=None))
-    assert err.value.field == "judge.base_url" and not (tmp_path / "judge").exists()
+    for url in (None, "127.0.0.1:8000/v1", "http://127.0.0.1:port/v1", "http:///v1"):
+        with pytest.raises(ConfigError) as err:
+            build_judge(JudgeConfig(backend="openai", base_url=url))
+        assert err.value.field == "judge.base_url" and not (tmp_path / "judge").exists()
     assert build_judge(JudgeConfig(backend="none")) is None
     with pytest.raises(ValueError, match="load_local"):
         build_judge(JudgeConfig(backend="local"))

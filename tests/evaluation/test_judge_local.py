@@ -9,8 +9,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from evaluation.config import JudgeConfig
 from evaluation.errors import ConfigError
-from evaluation.judge import LOCAL_RUBRIC, LOCAL_SCORE_CUE, Sample, VerdictCache, build_judge, render_sample
+from evaluation.judge import LOCAL_RUBRIC, LOCAL_SCORE_CUE, Sample, render_sample
+from evaluation.judge_choice import build_judge
 from evaluation.judge_local import LocalJudge
+from evaluation.verdict_cache import VerdictCache
 
 SAMPLES = [
     Sample("Kettle", "Kitchen Appliances", "A kettle."),
@@ -105,6 +107,31 @@ def test_cache_spares_the_model(model, tokenizer, tmp_path):
         hook.remove()
     assert forwards == 3 and len(calls) == forwards  # 5 samples in batches of 2, then none
     assert again == first
+
+
+def test_new_weights_or_a_new_chat_template_under_the_same_name_are_a_new_judge(
+    model, tokenizer, tiny_model_dir, tmp_path
+):
+    # The same path (`_name_or_path`) and cache dir: only the weights, then only the template, differ.
+    first = LocalJudge(model, tokenizer, cache=VerdictCache(tmp_path)).score(SAMPLES)
+    changed = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        changed.lm_head.weight.mul_(1.5)  # as a fine-tune or a merged adapter would: every value moves
+    assert changed.config._name_or_path == model.config._name_or_path
+    calls = []
+    hook = changed.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        retuned = LocalJudge(changed, tokenizer, cache=VerdictCache(tmp_path)).score(SAMPLES)
+        templated = AutoTokenizer.from_pretrained(tiny_model_dir)
+        templated.chat_template = CHAT_TEMPLATE
+        forwards = len(calls)
+        LocalJudge(changed, templated, cache=VerdictCache(tmp_path)).score(SAMPLES)
+    finally:
+        hook.remove()
+    assert forwards == 1 and len(calls) == 2  # each new judge asked its model, none read the other's verdicts
+    assert [v.score for v in retuned] != pytest.approx([v.score for v in first], abs=1e-6)
+    again = LocalJudge(model, tokenizer, cache=VerdictCache(tmp_path)).score(SAMPLES)
+    assert again == first  # and the original judge still finds its own
 
 
 def test_a_tokenizer_without_single_digit_tokens_is_refused(model):
