@@ -187,6 +187,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                 "peak_mem_gb": _peak_mem_gb(device), "trainable_params": trainable,
                 "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"], "total_steps": total_steps, "workers": world,
                 "gradient_checkpointing": grad_ckpt, "done": step == total_steps,
+                "data_stats": data.stats,  # rows used and left out: train's summary, MLflow params, the report
             }
             state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
             window_loss.zero_()
