@@ -248,18 +248,18 @@ def prepare_data(cfg: DataConfig, tokenizer, max_seq_len: int) -> PreparedData:
 def describe_stats(stats: Mapping) -> str:
     """One line for a person: the rows trained and held out, and every row left out and why.
 
-    E.g. "40 rows read: 26 train, 6 eval; 8 rows dropped (blank description); 0 duplicate rows
-    dropped; 0 overlong (truncated)". Keys a stats dict lacks (older runs) are left out.
+    E.g. "40 rows read: 24 train rows, 8 eval rows; 8 rows dropped (blank description); 0 duplicate
+    rows dropped; 0 overlong (truncated)". Keys a stats dict lacks (older runs) are left out.
     """
-    out = f"{stats.get('train_rows', '?')} train rows, {stats.get('eval_rows', '?')} eval rows"
+    train, held = stats.get("train_rows", "?"), stats.get("eval_rows", "?")
+    out = f"{_rows(train, 'train row')}, {_rows(held, 'eval row')}"
     if "rows_read" in stats:
         out = f"{stats['rows_read']} rows read: {out}"
     parts = [out]
     if "rows_dropped_blank" in stats:
         blank = {c: stats.get(f"blank_{c}", 0) for c in COLUMNS if stats.get(f"blank_{c}", 0)}
         which = next(iter(blank)) if len(blank) == 1 else ", ".join(f"{c}: {n}" for c, n in blank.items())
-        parts.append(f"{_rows(stats['rows_dropped_blank'])} dropped (blank {which})" if blank
-                     else "0 rows dropped for blank cells")
+        parts.append(f"{_rows(stats['rows_dropped_blank'])} dropped (blank {which or 'cells'})")
     if "rows_dropped_duplicate" in stats:
         parts.append(f"{_rows(stats['rows_dropped_duplicate'], 'duplicate row')} dropped")
     if "overlong_rows" in stats:
@@ -273,5 +273,5 @@ def describe_stats(stats: Mapping) -> str:
     return "; ".join(parts)
 
 
-def _rows(n: int, what: str = "row") -> str:
+def _rows(n: int | str, what: str = "row") -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
