@@ -112,8 +112,9 @@ def portable_base(model_dir: str | Path) -> dict | None:
         return None
     info = json.loads(info_file.read_text(encoding="utf-8"))
     build = Path(model_dir).name
-    known = info.get("name") in ("tiny", "smollm2-135m")
-    if not known or not build.startswith(f"{info['name']}-v{info.get('version')}"):
+    prefix = f"{info.get('name')}-v{info.get('version')}"
+    ours = build == prefix or build.startswith(prefix + "-")  # smollm2-135m-v1, tiny-v1-<sample hash>
+    if info.get("name") not in ("tiny", "smollm2-135m") or not ours:
         return None  # not ours, or a copy renamed by hand: we cannot vouch for which build it is
     name = PORTABLE_PREFIX + build
     resolve = f"from trainables.builtin_models import resolve_model_path; print(resolve_model_path({name!r}, fetch=True))"
