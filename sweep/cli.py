@@ -35,6 +35,7 @@ def _add_sets(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(a) -> int:
     from trainables.config import load_trial_config
+    from trainables.data import describe_stats
     from trainables.reporting import PrintReporter
     from trainables.trial import run_trial
 
@@ -47,6 +48,8 @@ def cmd_train(a) -> int:
           f"{cfg.lora.target_modules}) in {time.perf_counter() - started:.0f}s")
     print(f"eval loss {final['base_eval_loss']:.4f} (base) -> {final['eval_loss']:.4f}; "
           f"perplexity {final['perplexity']:.2f}; trainable params {final['trainable_params']:,}")
+    if final.get("data_stats"):
+        print(f"data: {describe_stats(final['data_stats'])}")
     print(f"adapter: {reporter.checkpoint_dir(final['step']) / 'adapter'}")
     return 0
 

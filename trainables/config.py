@@ -27,7 +27,8 @@ BUILTIN_MODELS = ("tiny", "smollm2-135m")
 class ModelConfig(Strict):
     path: str = Field(
         "smollm2-135m",
-        description="Hub id, local directory, or a built-in name: 'smollm2-135m' (default) or 'tiny' (for tests).",
+        description="Hub id, local directory, or a built-in name: 'smollm2-135m' (default) or 'tiny' (for tests), "
+        "or a built-in's portable name as adapters record it ('qlora-sweep:smollm2-135m-v1').",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for reproducibility.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

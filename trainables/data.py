@@ -8,9 +8,12 @@ length settings: the first trial on a node tokenizes, the others load, guarded b
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,7 @@ ALPACA = (
     "### Instruction:\nCreate a detailed description for the following product: {product}, "
     "belonging to category: {category}\n\n### Response:\n"
 )
+COLUMNS = ("product", "category", "description")
 _READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -45,7 +49,51 @@ def prompt_for(template: str, product: str, category: str) -> str:
 
 
 def load_rows(cfg: DataConfig) -> list[dict]:
-    """The raw rows with the configured columns renamed to product/category/description."""
+    """The usable rows (see `read_rows`), without the counts."""
+    return read_rows(cfg)[0]
+
+
+def read_rows(cfg: DataConfig) -> tuple[list[dict], dict]:
+    """The usable rows, with the configured columns renamed to product/category/description, and the
+    counts of the rows left out, so that nothing is dropped without a number to show for it.
+
+    A row is dropped when a cell is blank (missing, whitespace or not text: a number where a product
+    name should be is not one); an exact duplicate of an earlier row (after stripping) is dropped
+    too: it adds no information, only weight, and in the held-out split it would count twice.
+    """
+    ds = _read_table(cfg)
+    wanted = cfg.columns.model_dump()
+    missing = [f"{key} (column '{col}')" for key, col in wanted.items() if col not in ds.column_names]
+    if missing:
+        raise ConfigError(f"data.columns.{missing[0].split()[0]}", missing, f"columns present: {', '.join(ds.column_names)}")
+    counts = dict.fromkeys(("rows_dropped_blank", *(f"blank_{c}" for c in COLUMNS), "rows_dropped_duplicate"), 0)
+    counts["rows_read"] = len(ds)
+    rows, seen = [], set()
+    for raw in ds:
+        row = {key: raw[col] for key, col in wanted.items()}
+        blank = [key for key, v in row.items() if not (isinstance(v, str) and v.strip())]
+        for key in blank:
+            counts[f"blank_{key}"] += 1
+        counts["rows_dropped_blank"] += bool(blank)
+        if blank:
+            continue
+        row = {k: v.strip() for k, v in row.items()}
+        identity = tuple(row[c] for c in COLUMNS)
+        counts["rows_dropped_duplicate"] += identity in seen
+        if identity not in seen:
+            seen.add(identity)
+            rows.append(row)
+    if not rows:
+        allowed = "a dataset with at least one row whose product, category and description are non-empty"
+        raise ConfigError("data.source", cfg.source, allowed, f"all {len(ds)} rows have a blank cell")
+    random.Random(cfg.seed).shuffle(rows)
+    kept = rows[: cfg.max_rows] if cfg.max_rows else rows
+    counts["rows_beyond_max_rows"] = len(rows) - len(kept)
+    return kept, counts
+
+
+def _read_table(cfg: DataConfig) -> datasets.Dataset:
+    """The source as a `datasets.Dataset`; an unreadable or empty source is a ConfigError."""
     source = cfg.source
     if source == "sample":
         ds = datasets.load_dataset("json", data_files=str(sample_path()), split="train")
@@ -58,6 +106,8 @@ def load_rows(cfg: DataConfig) -> list[dict]:
         try:
             ds = datasets.load_dataset(reader, data_files=str(path), split="train")
         except Exception as err:  # noqa: BLE001 - any parse failure is the user's file, say so
+            if _has_no_rows(path, reader):  # datasets says "StopIteration" or "no data" for these
+                raise _empty(source) from None
             raise ConfigError("data.source", source, f"a readable {reader} file", _first_line(err)) from None
     else:
         try:
@@ -65,19 +115,34 @@ def load_rows(cfg: DataConfig) -> list[dict]:
         except Exception as err:  # noqa: BLE001 - offline, unknown id, bad split
             raise ConfigError("data.source", source, "'sample', a local file, or a reachable hub dataset id",
                               _first_line(err)) from None
-    wanted = cfg.columns.model_dump()
-    missing = [f"{key} (column '{col}')" for key, col in wanted.items() if col not in ds.column_names]
-    if missing:
-        raise ConfigError(f"data.columns.{missing[0].split()[0]}", missing, f"columns present: {', '.join(ds.column_names)}")
-    rows = []
-    for raw in ds:
-        row = {key: raw[col] for key, col in wanted.items()}
-        if all(isinstance(v, str) and v.strip() for v in row.values()):
-            rows.append({k: v.strip() for k, v in row.items()})
-    if not rows:
-        raise ConfigError("data.source", source, "a dataset with at least one row whose product, category and description are non-empty")
-    random.Random(cfg.seed).shuffle(rows)
-    return rows[: cfg.max_rows] if cfg.max_rows else rows
+    if len(ds) == 0:
+        raise _empty(source)
+    return ds
+
+
+def _empty(source: str) -> ConfigError:
+    return ConfigError("data.source", source, "a dataset with at least one row", f"{source} is empty")
+
+
+def _has_no_rows(path: Path, reader: str) -> bool:
+    """Whether a file that failed to load holds no rows at all: nothing but whitespace, a CSV header
+    alone, an empty JSON list, or a parquet file of zero rows."""
+    if reader == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        except Exception:  # noqa: BLE001 - not parquet at all: the parse error says more
+            return False
+    text = path.read_text(encoding="utf-8")  # _check_utf8 passed
+    if not text.strip():
+        return True
+    if reader == "csv":
+        return sum(1 for record in csv.reader(io.StringIO(text)) if any(c.strip() for c in record)) <= 1
+    try:
+        return json.loads(text) in ([], {})
+    except ValueError:
+        return False
 
 
 def _first_line(err: Exception) -> str:
@@ -155,7 +220,7 @@ def _tokenize_split(rows: list[dict], tokenizer, cfg: DataConfig, max_len: int, 
 
 def prepare_data(cfg: DataConfig, tokenizer, max_seq_len: int) -> PreparedData:
     """Load, split by product, tokenize (cached), and apply the overlong policy, counting what it did."""
-    rows = load_rows(cfg)
+    rows, counts = read_rows(cfg)
     train_rows, eval_rows = split_by_product(rows, cfg.eval_rows, cfg.seed)
     data_hash = rows_hash(rows)
     key = hashlib.sha256(
@@ -172,8 +237,41 @@ def prepare_data(cfg: DataConfig, tokenizer, max_seq_len: int) -> PreparedData:
                           f"no {'training' if len(train) == 0 else 'eval'} rows left after the overlong policy")
     stats = {
         "dataset": cfg.source, "dataset_hash": data_hash, "train_rows": len(train), "eval_rows": len(evals),
-        "overlong_rows": int(overlong), "overlong_policy": cfg.overlong,
+        **counts, "overlong_rows": int(overlong), "overlong_policy": cfg.overlong,
+        "rows_dropped_overlong": len(rows) - len(train) - len(evals),
         "train_tokens": int(sum(len(x) for x in train["input_ids"])),
     }
     return PreparedData(train=train.remove_columns(["overlong", "prompt_only"]),
                         eval=evals.remove_columns(["overlong", "prompt_only"]), eval_rows=eval_rows, stats=stats)
+
+
+def describe_stats(stats: Mapping) -> str:
+    """One line for a person: the rows trained and held out, and every row left out and why.
+
+    E.g. "40 rows read: 24 train rows, 8 eval rows; 8 rows dropped (blank description); 0 duplicate
+    rows dropped; 0 overlong (truncated)". Keys a stats dict lacks (older runs) are left out.
+    """
+    train, held = stats.get("train_rows", "?"), stats.get("eval_rows", "?")
+    out = f"{_rows(train, 'train row')}, {_rows(held, 'eval row')}"
+    if "rows_read" in stats:
+        out = f"{stats['rows_read']} rows read: {out}"
+    parts = [out]
+    if "rows_dropped_blank" in stats:
+        blank = {c: stats.get(f"blank_{c}", 0) for c in COLUMNS if stats.get(f"blank_{c}", 0)}
+        which = next(iter(blank)) if len(blank) == 1 else ", ".join(f"{c}: {n}" for c, n in blank.items())
+        parts.append(f"{_rows(stats['rows_dropped_blank'])} dropped (blank {which or 'cells'})")
+    if "rows_dropped_duplicate" in stats:
+        parts.append(f"{_rows(stats['rows_dropped_duplicate'], 'duplicate row')} dropped")
+    if "overlong_rows" in stats:
+        policy = stats.get("overlong_policy", "truncate")
+        parts.append(f"{stats['overlong_rows']} overlong ({'dropped' if policy == 'drop' else 'truncated'})")
+        prompt_only = stats.get("rows_dropped_overlong", 0) if policy != "drop" else 0
+        if prompt_only:
+            parts.append(f"{_rows(prompt_only)} dropped (the prompt alone fills max_seq_len)")
+    if stats.get("rows_beyond_max_rows"):
+        parts.append(f"{_rows(stats['rows_beyond_max_rows'])} beyond data.max_rows unused")
+    return "; ".join(parts)
+
+
+def _rows(n: int | str, what: str = "row") -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"

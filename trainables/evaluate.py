@@ -7,6 +7,7 @@ from pathlib import Path
 from evaluation.generation import choose, generate
 from evaluation.loss import evaluate_loss
 from trainables.batching import trial_eval_batches
+from trainables.checkpoint import adapter_base
 from trainables.config import TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
@@ -14,7 +15,14 @@ from trainables.model import load_adapter, load_base_model, load_tokenizer
 
 
 def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
-    """Eval loss and perplexity of base and adapter on the held-out split, generations, judge scores."""
+    """Eval loss and perplexity of base and adapter on the held-out split, generations, judge scores.
+
+    The base is the one the adapter names (a hub id, or a built-in's portable name resolved through
+    the local cache, offline) unless the config sets `model.path` itself.
+    """
+    named = adapter_base(adapter)
+    if named and "path" not in cfg.model.model_fields_set:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": named})})
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
     batches = trial_eval_batches(cfg.training, data.eval, tokenizer.pad_token_id)

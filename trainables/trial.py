@@ -229,6 +229,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                 "train_tokens_per_s": (tokens_all[0] - tokens_all[1]) / max(timer.seconds.get("train", 0.0), 1e-9),
                 "peak_mem_gb": _peak_mem_gb(device),
                 "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"], "done": step == total_steps,
+                "data_stats": data.stats,  # rows used and left out: train's summary, MLflow params, the report
             }
             state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
             window_loss.zero_()

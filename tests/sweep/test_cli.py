@@ -1,8 +1,10 @@
 """The `qlora-sweep` entry point as a user runs it: plan prints the seed table; bad input is one line."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -61,3 +63,45 @@ def test_every_trial_failing_exits_non_zero(tmp_path):
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert "0 finished" in out.stdout and "2 failed" in out.stdout
     assert "max_seq_len" in out.stdout  # the reason is shown
+
+
+def _blank_description_csv(path: Path) -> Path:
+    """40 rows of 10 products, 8 of them with a blank description."""
+    lines = ["product,category,description"]
+    lines += [f"Lamp {i % 10},Lighting,{'' if i % 5 == 0 else f'A warm lamp (model {i}).'}" for i in range(40)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_train_counts_dropped_rows_and_eval_loads_the_adapter_on_another_cache(tmp_path, monkeypatch, capsys):
+    """`train` says how many rows it dropped and why; its adapter names the built-in base portably (no
+    path of this machine) and `eval --adapter` loads it from a fresh cache ("another machine"), offline."""
+    from sweep.cli import main
+    from trainables.builtin_models import cache_dir
+
+    data = _blank_description_csv(tmp_path / "blank.csv")
+    common = [f"data.source={data}", "data.eval_rows=6", "training.max_seq_len=128", "training.batch_size=4",
+              "generation.num_prompts=1", "generation.max_new_tokens=4"]
+    sets = [arg for s in ["model.path=tiny", "training.max_steps=2", "training.eval_interval=2", *common]
+            for arg in ("--set", s)]
+    assert main(["train", "--output", str(tmp_path / "out"), *sets]) == 0
+    out = capsys.readouterr().out
+    assert "8 rows dropped (blank description)" in out and "40 rows read" in out, out
+    adapter = Path(out.split("adapter: ", 1)[1].split()[0])
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"].startswith("qlora-sweep:tiny-v")
+    for f in adapter.iterdir():  # no file of the adapter names a path of this machine
+        text = f.read_bytes().decode("utf-8", "replace")
+        assert str(cache_dir()) not in text and str(tmp_path) not in text, f.name
+    facts = json.loads((adapter / "base_model.json").read_text())
+    assert facts["base_model"] == config["base_model_name_or_path"] and facts["build"]["name"] == "tiny"
+    final = json.loads((adapter.parent / "trainer_state.json").read_text())["last_metrics"]
+
+    monkeypatch.setenv("QLORA_SWEEP_CACHE", str(tmp_path / "another-machine"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sets = [arg for s in common for arg in ("--set", s)]  # no model.path: the adapter's base is used
+    assert main(["eval", "--adapter", str(adapter), *sets]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "another-machine" / "models" / config["base_model_name_or_path"].split(":", 1)[1]).is_dir()
+    assert result["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-4)  # the same base, rebuilt
+    assert result["base_eval_loss"] == pytest.approx(final["base_eval_loss"], rel=1e-4)

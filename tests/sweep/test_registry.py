@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from evaluation.errors import ConfigError
 from sweep.registry import champion_version, load_champion, register_champion
 from sweep.tracking import client_for
+from sweep.tracking_params import base_model_tags
+from trainables.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +109,42 @@ def test_errors_name_the_field(trained):
         champion_version(trained["uri"], "err-model", "champion")
     with pytest.raises(ConfigError, match="model_name"):
         champion_version(trained["uri"], "never-registered")
+
+
+def test_a_built_in_base_is_named_portably_and_loads_offline(tmp_path, tiny_model_dir, monkeypatch):
+    """A trial checkpoint on the built-in tiny base, logged and registered as the tracking callback and the
+    sweep do: the champion's adapter_config.json names the base portably (no path of this machine), its
+    tags carry the source and (as a tag only) the local path, and load_champion puts it back on its base
+    through the local cache, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora).eval()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, tokenizer, optimizer, scheduler, {"step": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = client_for(uri)
+    exp = client.create_experiment("builtin", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(exp, tags={"base_model": "tiny", **base_model_tags(ckpt)}).info.run_id
+    for sub in ("adapter", "tokenizer"):
+        client.log_artifacts(run_id, str(ckpt / sub), "adapter")
+    client.set_terminated(run_id)
+
+    register_champion(uri, run_id, "tiny-builtin")
+    version = champion_version(uri, "tiny-builtin")
+    portable = f"qlora-sweep:{tiny_model_dir.name}"
+    assert version.tags["base_model_name"] == portable
+    assert version.tags["base_model_path"] == str(tiny_model_dir)  # this machine's path: a tag, nowhere else
+    assert "built by qlora-sweep" in version.tags["base_model_source"] and portable in version.description
+    local = Path(client.download_artifacts(run_id, "adapter", str(tmp_path / "dl")))
+    assert json.loads((local / "adapter_config.json").read_text())["base_model_name_or_path"] == portable
+    assert json.loads((local / "base_model.json").read_text())["build"]["name"] == "tiny"
+    for f in local.iterdir():
+        assert str(tiny_model_dir.parent) not in f.read_bytes().decode("utf-8", "replace"), f.name
+
+    loaded = load_champion(uri, "tiny-builtin")  # no base_model_dir: the portable name, through the cache
+    ids = torch.randint(0, 1000, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5, rtol=0)

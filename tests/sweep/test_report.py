@@ -22,6 +22,7 @@ from sweep.tracking import (
     log_calibration,
     start_sweep_run,
 )
+from sweep.tracking_params import data_stats_params
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SPACE = {
@@ -41,6 +42,11 @@ TRIALS = [
     ("t6", "FAILED", "failed", None, None, 8, 9e-3, "all-linear"),
     ("t7", "KILLED", None, 2.4, 10.0, 4, 1e-4, "attention"),
 ]
+
+
+# A 40-row file with 8 blank descriptions, as trainables.data.prepare_data counts it.
+DATA_STATS = {"rows_read": 40, "train_rows": 26, "eval_rows": 6, "rows_dropped_blank": 8, "blank_description": 8}
+DATA_STATS |= {"rows_dropped_duplicate": 0, "overlong_rows": 0, "rows_dropped_overlong": 0}
 
 
 def _config(r: int, lr: float, targets: str) -> dict:
@@ -75,6 +81,8 @@ def sweep(tmp_path_factory) -> dict:
             "training.lr": lr,
             "lora.target_modules": targets,
             "quantization.bits": 4,
+            "data.overlong": "truncate",
+            **data_stats_params(DATA_STATS),
         }.items():
             client.log_param(run, key, str(value))
         steps = [10, 20, 30] if loss is not None else [10]
@@ -136,6 +144,10 @@ def test_report_content(sweep):
     assert "t1 ★" in md  # best = lowest eval loss among completed trials
     assert "Pareto-optimal trials (eval_loss min, gpu_seconds min): t1, t2, t3." in md
     assert "66.7% lower" in md  # base 3.0 -> best 1.0
+    assert (
+        "Data: 40 rows read: 26 train rows, 6 eval rows; 8 rows dropped (blank description); "
+        "0 duplicate rows dropped; 0 overlong (truncated)." in md
+    )
     assert "NOT trustworthy" in md and "†" in md  # judge failed calibration
     assert re.search(
         r"Knobs that mattered most for eval_loss: (lora\.r|training\.lr|lora\.target_modules)", md
@@ -161,12 +173,15 @@ def test_report_with_too_few_trials(tmp_path):
         client.get_run(parent).info.experiment_id, tags={"mlflow.parentRunId": parent}
     ).info.run_id
     client.log_param(run, "lora.r", "8")
+    client.log_param(run, "data.rows_dropped_blank", "8")
     client.log_metric(run, "eval_loss", 2.0, step=5)
     client.set_terminated(run)
     md, _ = build_report(uri, "one", tmp_path / "out")  # the latest sweep run of the experiment
     text = md.read_text()
     assert "not computed; needs at least 2 trials that reported eval_loss (have 1)" in text
     assert "no trial_config.yaml artifact" in text and "Pareto" not in text
+    rebuilt = yaml.safe_load((tmp_path / "out" / "best_config.yaml").read_text())
+    assert rebuilt == {"lora": {"r": 8}}  # the data accounting is no config field
 
 
 @pytest.mark.skipif(

@@ -1,5 +1,7 @@
 """Real Ray Tune + Optuna sweeps on the tiny model: ASHA, initial points, failures, GPU packing."""
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,11 @@ import ray
 from ray import tune
 
 from sweep.config import load_sweep_config
+from sweep.report import build_report
 from sweep.runner import run_sweep
+from sweep.tracking import child_runs, client_for
+from trainables.builtin_models import tiny_model_dir
+from trainables.sample_data import sample_path
 
 BASE = [
     "model.path=tiny", "data.eval_rows=30", "training.max_steps=8", "training.eval_interval=2",
@@ -50,16 +56,42 @@ def test_asha_initial_points_and_best(local_ray, tmp_path):
         assert len(list(Path(trial.path).glob("checkpoint_*"))) <= cfg.training.keep_checkpoints + 1
 
 
+def _sample_with_blank_descriptions(path: Path) -> Path:
+    """The bundled 600 rows as a CSV in which 8 descriptions are blank."""
+    rows = [json.loads(line) for line in sample_path().read_text(encoding="utf-8").splitlines()]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["product", "category", "description"])
+        for i, r in enumerate(rows):
+            out.writerow([r["product"], r["category"], "" if i % 75 == 0 else r["description"]])
+    return path
+
+
 def test_a_failing_trial_does_not_stop_the_others(local_ray, tmp_path, monkeypatch):
+    """...and the finished trials' runs say how many rows their data lost (MLflow params, the report),
+    and their adapters name the built-in base portably."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the bad hub id fails fast instead of timing out
     points = "[{model.path: tiny}, {model.path: no-such-org/no-such-model}, {model.path: tiny}]"
+    data = _sample_with_blank_descriptions(tmp_path / "blank.csv")
     cfg = sweep_cfg(tmp_path, "name=fail", "max_failures=0", "search.num_samples=3", "search.scheduler.type=none",
                     "search.space={model.path: {choice: [tiny, no-such-org/no-such-model]}}",
-                    f"search.initial_points={points}", "training.max_steps=2")
+                    f"search.initial_points={points}", "training.max_steps=2", f"data.source={data}")
     out = run_sweep(cfg)
     assert (out.finished, out.failed) == (2, 1)
     (reason,) = out.errors.values()
     assert "no-such-org" in reason or "offline" in reason.lower(), reason
+
+    client = client_for(cfg.tracking_uri())
+    done = [r for r in child_runs(client, out.parent_run_id) if r.info.status == "FINISHED"]
+    assert len(done) == 2
+    for run in done:
+        assert run.data.params["data.rows_dropped_blank"] == run.data.params["data.blank_description"] == "8"
+        assert run.data.params["data.rows_read"] == "600"
+        local = client.download_artifacts(run.info.run_id, "adapter/adapter_config.json", str(tmp_path))
+        base = json.loads(Path(local).read_text())["base_model_name_or_path"]
+        assert base == f"qlora-sweep:{tiny_model_dir().name}"
+    md, _ = build_report(cfg.tracking_uri(), cfg.name, tmp_path / "report", parent_run_id=out.parent_run_id)
+    assert "600 rows read" in md.read_text() and "8 rows dropped (blank description)" in md.read_text()
 
 
 class StopOnceBothReported(tune.Stopper):

