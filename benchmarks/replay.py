@@ -45,12 +45,17 @@ def _one(job: tuple) -> dict:
     strategy, index, tol, stop_when_found, search = job
     run = replay(_GRID, strategy, index, tol, stop_when_found, **search)
     return {
-        "strategy": strategy, "index": index, "search": search, "trials": len(run.trials),
+        "strategy": strategy,
+        "index": index,
+        "search": search,
+        "trials": len(run.trials),
         "distinct": len({json.dumps(c, sort_keys=True) for c in run.configs()}),
         "cost_to_target": run.cost_to_target / run.grid_cost if run.cost_to_target is not None else math.inf,
-        "total": run.total_cost / run.grid_cost, "answered": (run.search or {}).get("answered", 0),
+        "total": run.total_cost / run.grid_cost,
+        "answered": (run.search or {}).get("answered", 0),
         "curve": [(c / run.grid_cost, b / run.grid_best - 1) for c, b in run.curve],
-        "grid_cost_s": run.grid_cost, "total_cost_s": run.total_cost,
+        "grid_cost_s": run.grid_cost,
+        "total_cost_s": run.total_cost,
     }
 
 
@@ -62,8 +67,9 @@ def _map(grid: Grid | str, jobs: list[tuple], workers: int) -> list[dict]:
         return pool.map(_one, jobs, chunksize=1)
 
 
-def compare(grid: Grid | str, seeds: int = 20, strategies=STRATEGIES, tol: float = 0.01, workers: int = 1,
-            **search) -> list[dict]:
+def compare(
+    grid: Grid | str, seeds: int = 20, strategies=STRATEGIES, tol: float = 0.01, workers: int = 1, **search
+) -> list[dict]:
     """Every strategy over `seeds` replay seeds, each run to its end (num_samples or exhaustion)."""
     return _map(grid, [(s, i, tol, False, search) for s in strategies for i in range(seeds)], workers)
 
@@ -79,16 +85,20 @@ def _pct(x: float) -> str:
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     """Quartiles where a seed that never reached the target counts as the most expensive (inf)."""
-    big = 1e12  # stands in for inf: numpy interpolates inf - inf to nan
+    big = (
+        1e12  # stands in for inf (numpy interpolates inf - inf to nan); costs are shares of the grid's, <= 1
+    )
     q = np.percentile(np.minimum(np.array(values, dtype=float), big), [25, 50, 75])
-    return tuple(math.inf if x >= big / 2 else float(x) for x in q)
+    return tuple(math.inf if x > 1e3 else float(x) for x in q)
 
 
 def table(rows: list[dict], tol: float = 0.01, budget: float = 0.3) -> str:
     """Markdown: one line per strategy, in the order first seen."""
-    head = (f"| strategy | seeds | reached {100 * tol:g}% | cost to {100 * tol:g}%: median | IQR "
-            f"| reached by {100 * budget:g}% of grid cost | median best gap at {100 * budget:g}% "
-            "| cost of the whole run (median) | proposals answered (median) |")
+    head = (
+        f"| strategy | seeds | reached {100 * tol:g}% | cost to {100 * tol:g}%: median | IQR "
+        f"| reached by {100 * budget:g}% of grid cost | median best gap at {100 * budget:g}% "
+        "| cost of the whole run (median) | proposals answered (median) |"
+    )
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         rs = [r for r in rows if r["strategy"] == strategy]
@@ -104,7 +114,7 @@ def table(rows: list[dict], tol: float = 0.01, budget: float = 0.3) -> str:
     return "\n".join(out)
 
 
-def plot(rows: list[dict], path: Path, tol: float = 0.01, budget: float = 0.3) -> Path:
+def plot(rows: list[dict], path: Path, tol: float = 0.01, budget: float = 0.3, name: str = "") -> Path:
     """Median (over seeds) best-so-far gap to the grid's best against cost, one line per strategy."""
     import matplotlib
 
@@ -124,7 +134,7 @@ def plot(rows: list[dict], path: Path, tol: float = 0.01, budget: float = 0.3) -
     ax.set_ylim(bottom=0)
     ax.set_xlabel("cost so far (% of the whole grid's trial-seconds)")
     ax.set_ylabel("best completed eval loss vs grid best (% above)")
-    ax.set_title("Best-so-far vs cost, median over seeds")
+    ax.set_title(f"{name}: best-so-far vs cost, median over seeds".lstrip(": "))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -132,13 +142,24 @@ def plot(rows: list[dict], path: Path, tol: float = 0.01, budget: float = 0.3) -
     return path
 
 
-def tune(grid: Grid | str, seeds: int = 20, startups=(2, 4, 6, 10), graces=(1, 2, 3), rfs=(2, 3, 4),
-         num_samples=(None,), tol: float = 0.01, workers: int = 1, **search) -> list[dict]:
+def tune(
+    grid: Grid | str,
+    seeds: int = 20,
+    startups=(2, 4, 6, 10),
+    graces=(1, 2, 3),
+    rfs=(2, 3, 4),
+    num_samples=(None,),
+    tol: float = 0.01,
+    workers: int = 1,
+    **search,
+) -> list[dict]:
     """Our defaults (TPE + ASHA + dedup) over the settings' product, plus ASHA off per n_startup_trials;
     runs stop once they have found the target (only the cost to it is wanted). num_samples None =
     the whole grid."""
-    settings = [{"n_startup_trials": s, "scheduler": {"type": "asha", "grace_period": g, "reduction_factor": f}}
-                for s, g, f in itertools.product(startups, graces, rfs)]
+    settings = [
+        {"n_startup_trials": s, "scheduler": {"type": "asha", "grace_period": g, "reduction_factor": f}}
+        for s, g, f in itertools.product(startups, graces, rfs)
+    ]
     settings += [{"n_startup_trials": s, "scheduler": {"type": "none"}} for s in startups]
     settings = [{**s, **search, **({"num_samples": n} if n else {})} for s in settings for n in num_samples]
     return _map(grid, [("defaults", i, tol, True, s) for s in settings for i in range(seeds)], workers)
@@ -155,11 +176,20 @@ def tune_table(rows: list[dict], tol: float = 0.01) -> str:
         sch = s["scheduler"]
         q1, med, q3 = _quartiles([r["cost_to_target"] for r in rs])
         reached = sum(math.isfinite(r["cost_to_target"]) for r in rs)
-        asha = f"{sch['grace_period']} | {sch['reduction_factor']:g}" if sch["type"] == "asha" else "off | off"
-        lines.append(((med, -reached), f"| {s['n_startup_trials']} | {asha} | {s.get('num_samples', 'grid')} "
-                                       f"| {reached}/{len(rs)} | {_pct(med)} | {_pct(q1)} - {_pct(q3)} |"))
-    head = (f"| n_startup_trials | grace_period | reduction_factor | num_samples | reached {100 * tol:g}% "
-            f"| cost to {100 * tol:g}%: median | IQR |\n|---|---|---|---|---|---|---|")
+        asha = (
+            f"{sch['grace_period']} | {sch['reduction_factor']:g}" if sch["type"] == "asha" else "off | off"
+        )
+        lines.append(
+            (
+                (med, -reached),
+                f"| {s['n_startup_trials']} | {asha} | {s.get('num_samples', 'grid')} "
+                f"| {reached}/{len(rs)} | {_pct(med)} | {_pct(q1)} - {_pct(q3)} |",
+            )
+        )
+    head = (
+        f"| n_startup_trials | grace_period | reduction_factor | num_samples | reached {100 * tol:g}% "
+        f"| cost to {100 * tol:g}%: median | IQR |\n|---|---|---|---|---|---|---|"
+    )
     return "\n".join([head] + [line for _, line in sorted(lines, key=lambda x: x[0])])
 
 
@@ -171,17 +201,27 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("grid", nargs="?", help="benchmarks/grids/NAME.jsonl (NAME.meta.json next to it)")
     p.add_argument("--seeds", type=int, default=20)
-    p.add_argument("--out", type=Path, help="write table.md, runs.json and replay.png (tune.md with --tune) here")
+    p.add_argument(
+        "--out", type=Path, help="write table.md, runs.json and replay.png (tune.md with --tune) here"
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--tol", type=float, default=0.01)
-    p.add_argument("--budget", type=float, default=0.3, help="the common budget of the table (share of grid cost)")
-    p.add_argument("--concurrency", type=int, help="search.max_concurrent_trials (default: the meta's, else 2)")
+    p.add_argument(
+        "--budget", type=float, default=0.3, help="the common budget of the table (share of grid cost)"
+    )
+    p.add_argument(
+        "--concurrency", type=int, help="search.max_concurrent_trials (default: the meta's, else 2)"
+    )
     p.add_argument("--num-samples", help="search.num_samples (default: the whole grid); with --tune a list")
-    p.add_argument("--tune", action="store_true", help="rank n_startup_trials x grace x reduction factor x num_samples")
+    p.add_argument(
+        "--tune", action="store_true", help="rank n_startup_trials x grace x reduction factor x num_samples"
+    )
     p.add_argument("--startup", type=_ints, default=(2, 4, 6, 10))
     p.add_argument("--grace", type=_ints, default=(1, 2, 3))
     p.add_argument("--rf", type=_ints, default=(2, 3, 4))
-    p.add_argument("--write-synthetic", type=Path, metavar="PATH.jsonl", help="write the synthetic test grid and exit")
+    p.add_argument(
+        "--write-synthetic", type=Path, metavar="PATH.jsonl", help="write the synthetic test grid and exit"
+    )
     a = p.parse_args(argv)
     if a.write_synthetic:
         write_grid(synthetic_grid(ISSUE_SPACE), a.write_synthetic)
@@ -208,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.out:
         (a.out / "table.md").write_text(text + "\n")
         (a.out / "runs.json").write_text(json.dumps(rows))
-        print(f"plot: {plot(rows, a.out / 'replay.png', a.tol, a.budget)}")
+        print(f"plot: {plot(rows, a.out / 'replay.png', a.tol, a.budget, Path(a.grid).name)}")
     print(text)
 
 

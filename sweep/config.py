@@ -47,8 +47,11 @@ class SearchConfig(Strict):
     )
     seed: int = Field(0, description="Seeds Optuna's TPE sampler.")
     n_startup_trials: int | None = Field(
-        None, ge=0, description="Completed trials (initial points included) before TPE models the results; "
-        "until then it samples at random. Default (null): max(2, number of initial_points). TPE only (not metric2).",
+        None,
+        ge=0,
+        description="Completed trials (initial points and answered repeats included) before TPE models "
+        "the results; until then it samples at random. Default (null): max(2, number of initial_points), "
+        "until `python -m benchmarks.replay --tune` on the recorded grid says otherwise. TPE only (not metric2).",
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 

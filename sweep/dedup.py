@@ -99,7 +99,9 @@ class DedupSearcher(Searcher):
                 return self._start(trial_id, inner_id, key, config)
             self._answer(inner_id, key)
         if size is None:
-            return self._finish(f"the searcher proposed only configs already tried ({self.max_asks} in a row)")
+            return self._finish(
+                f"the searcher proposed only configs already tried ({self.max_asks} in a row)"
+            )
         return self._start_nearest(trial_id, key)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -145,8 +147,12 @@ class DedupSearcher(Searcher):
 
     def stats(self) -> dict:
         """For the summary and the report."""
-        return {"answered": self.answered, "tried": len(self.known) + len(self.running),
-                "space_size": self.space_size(), "finished": self.finished}
+        return {
+            "answered": self.answered,
+            "tried": len(self.known) + len(self.running),
+            "space_size": self.space_size(),
+            "finished": self.finished,
+        }
 
     def _start(self, trial_id: str, inner_id: str, key: tuple, config: dict) -> dict:
         self.running[key] = trial_id
@@ -170,7 +176,7 @@ class DedupSearcher(Searcher):
         tried = set(self.known) | set(self.running)
         best, rng = None, random.Random(f"{self.seed}-{self.asks}")
         for values in itertools.product(*(range(len(self.dists[p].choices)) for p in paths)):
-            key = tuple(zip(paths, map(float, values)))
+            key = tuple(zip(paths, values))
             if key in tried:
                 continue
             rank = (sum(a != b for (_, a), (_, b) in zip(key, proposed)), rng.random())

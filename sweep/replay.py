@@ -77,6 +77,8 @@ def load_grid(path: str | Path) -> Grid:
     if not path.is_file() or not meta_path.is_file():
         raise ConfigError("grid", str(path), "a NAME.jsonl grid file with NAME.meta.json next to it")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in records:  # a step-0 point is the base model's eval: reported inside every report, not as one
+        r["curve"] = [p for p in r["curve"] if p["step"] > 0]
     return Grid(records, json.loads(meta_path.read_text()), path.name.removesuffix(".jsonl"))
 
 
@@ -85,7 +87,9 @@ def write_grid(grid: Grid, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in grid.records))
-    path.with_name(path.name.removesuffix(".jsonl") + ".meta.json").write_text(json.dumps(grid.meta, indent=1) + "\n")
+    path.with_name(path.name.removesuffix(".jsonl") + ".meta.json").write_text(
+        json.dumps(grid.meta, indent=1) + "\n"
+    )
 
 
 @dataclass
@@ -123,12 +127,26 @@ def _times(record: dict) -> list[float]:
 
 def _result(trial: _Trial, i: int, seconds: float) -> dict:
     point, last = trial.record["curve"][i], i == len(trial.record["curve"]) - 1
-    return {"eval_loss": point["eval_loss"], "training_iteration": i + 1, "step": point["step"],
-            "total_steps": trial.record["total_steps"], "done": last, "elapsed_s": seconds, "gpu_seconds": seconds}
+    return {
+        "eval_loss": point["eval_loss"],
+        "training_iteration": i + 1,
+        "step": point["step"],
+        "total_steps": trial.record["total_steps"],
+        "done": last,
+        "elapsed_s": seconds,
+        "gpu_seconds": seconds,
+    }
 
 
-def simulate(cfg: SweepConfig, grid: Grid, seed: int, searcher: Searcher, scheduler: TrialScheduler | None,
-             tol: float = 0.01, stop_when_found: bool = False) -> Run:
+def simulate(
+    cfg: SweepConfig,
+    grid: Grid,
+    seed: int,
+    searcher: Searcher,
+    scheduler: TrialScheduler | None,
+    tol: float = 0.01,
+    stop_when_found: bool = False,
+) -> Run:
     """Run one sweep of `cfg` against the grid's curves of training seed `seed` (see the module docstring)."""
     space = tune_space(cfg.search.space)
     searcher.set_search_properties(None, None, space)
@@ -145,8 +163,11 @@ def simulate(cfg: SweepConfig, grid: Grid, seed: int, searcher: Searcher, schedu
 
     def fill(now: float) -> None:
         nonlocal calls, done_searching
-        while not done_searching and len(running) < cfg.search.max_concurrent_trials \
-                and len(run.trials) < cfg.search.num_samples:
+        while (
+            not done_searching
+            and len(running) < cfg.search.max_concurrent_trials
+            and len(run.trials) < cfg.search.num_samples
+        ):
             calls += 1
             config = searcher.suggest(f"trial{calls:05d}")
             if config is None:
@@ -202,8 +223,9 @@ def grid_points(space: dict[str, dict[str, list]]) -> list[dict]:
     return [dict(zip(space, values)) for values in itertools.product(*(d["choice"] for d in space.values()))]
 
 
-def replay(grid: Grid, strategy: str, index: int, tol: float = 0.01, stop_when_found: bool = False,
-           **search: Any) -> Run:
+def replay(
+    grid: Grid, strategy: str, index: int, tol: float = 0.01, stop_when_found: bool = False, **search: Any
+) -> Run:
     """Replay seed `index` of a strategy. `search` overrides the sweep's search settings (e.g.
     n_startup_trials, num_samples, scheduler); the default num_samples is the whole grid.
 
@@ -223,12 +245,14 @@ def replay(grid: Grid, strategy: str, index: int, tol: float = 0.01, stop_when_f
     cfg = grid.sweep_config(**search)
     sampler = optuna.samplers.RandomSampler(seed=index) if strategy == "random" else None
     reports = max(len(r["curve"]) for r in grid.records)
-    return simulate(cfg, grid, seed, build_searcher(cfg, sampler), build_scheduler(cfg, reports), tol,
-                    stop_when_found)
+    return simulate(
+        cfg, grid, seed, build_searcher(cfg, sampler), build_scheduler(cfg, reports), tol, stop_when_found
+    )
 
 
-def synthetic_grid(space: dict[str, dict[str, list]], seeds: tuple[int, ...] = (1, 2), steps: int = 30,
-                   every: int = 5) -> Grid:
+def synthetic_grid(
+    space: dict[str, dict[str, list]], seeds: tuple[int, ...] = (1, 2), steps: int = 30, every: int = 5
+) -> Grid:
     """A deterministic stand-in grid in the recorded format, for tests and for trying the replay
     without a GPU: each value of each path adds its own amount to the final eval loss (plus a per-config
     interaction and a small per-seed jitter), configs converge at different speeds (so early ranks can
@@ -239,14 +263,35 @@ def synthetic_grid(space: dict[str, dict[str, list]], seeds: tuple[int, ...] = (
         tag = json.dumps(config, sort_keys=True)
         final = 2.2 + sum(random.Random(f"{p}={v}").uniform(0, 0.3) for p, v in config.items())
         final += random.Random(f"mix {tag}").uniform(0, 0.15)
-        speed, per_step = 0.5 + random.Random(f"speed {tag}").random(), 0.3 + 0.3 * random.Random(f"cost {tag}").random()
+        speed, per_step = (
+            0.5 + random.Random(f"speed {tag}").random(),
+            0.3 + 0.3 * random.Random(f"cost {tag}").random(),
+        )
         for seed in seeds:
             end = final + random.Random(f"{seed} {tag}").gauss(0, 0.01)
-            curve = [{"step": s, "eval_loss": round(end + 1.5 * math.exp(-3 * speed * s / steps), 5),
-                      "train_s": round(per_step * s + 0.2 * (s // every), 3)} for s in range(every, steps + 1, every)]
-            records.append({"config": config, "seed": seed, "base_eval_loss": 3.7, "setup_s": 4.0,
-                            "total_steps": steps, "curve": curve, "final_s": round(4.0 + curve[-1]["train_s"] + 2.0, 3)})
-    meta = {"space": space, "base": {"model": {"path": "smollm2-135m"},
-                                     "training": {"max_steps": steps, "eval_interval": every}},
-            "command": "sweep.replay.synthetic_grid", "device": "none (synthetic)"}
+            curve = [
+                {
+                    "step": s,
+                    "eval_loss": round(end + 1.5 * math.exp(-3 * speed * s / steps), 5),
+                    "train_s": round(per_step * s + 0.2 * (s // every), 3),
+                }
+                for s in range(every, steps + 1, every)
+            ]
+            records.append(
+                {
+                    "config": config,
+                    "seed": seed,
+                    "base_eval_loss": 3.7,
+                    "setup_s": 4.0,
+                    "total_steps": steps,
+                    "curve": curve,
+                    "final_s": round(4.0 + curve[-1]["train_s"] + 2.0, 3),
+                }
+            )
+    meta = {
+        "space": space,
+        "base": {"model": {"path": "smollm2-135m"}, "training": {"max_steps": steps, "eval_interval": every}},
+        "command": "sweep.replay.synthetic_grid",
+        "device": "none (synthetic)",
+    }
     return Grid(records, meta, "synthetic")

@@ -13,7 +13,15 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config import SweepConfig
 from sweep.dedup import DedupSearcher
 
-RUNG_METRICS = {"eval_loss", "perplexity", "train_loss", "tokens_per_s", "peak_mem_gb", "gpu_seconds", "elapsed_s"}
+RUNG_METRICS = {
+    "eval_loss",
+    "perplexity",
+    "train_loss",
+    "tokens_per_s",
+    "peak_mem_gb",
+    "gpu_seconds",
+    "elapsed_s",
+}
 
 
 def n_startup_trials(cfg: SweepConfig) -> int:
@@ -27,11 +35,20 @@ def searcher(cfg: SweepConfig, sampler: optuna.samplers.BaseSampler | None = Non
     s = cfg.search
     points = s.initial_points or None
     if s.metric2:
-        inner = OptunaSearch(metric=[s.metric, s.metric2], mode=[s.mode, s.mode2], points_to_evaluate=points,
-                             sampler=sampler or optuna.samplers.NSGAIISampler(seed=s.seed))
+        inner = OptunaSearch(
+            metric=[s.metric, s.metric2],
+            mode=[s.mode, s.mode2],
+            points_to_evaluate=points,
+            sampler=sampler or optuna.samplers.NSGAIISampler(seed=s.seed),
+        )
     else:
-        inner = OptunaSearch(metric=s.metric, mode=s.mode, points_to_evaluate=points,
-                             sampler=sampler or optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=n_startup_trials(cfg)))
+        inner = OptunaSearch(
+            metric=s.metric,
+            mode=s.mode,
+            points_to_evaluate=points,
+            sampler=sampler
+            or optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=n_startup_trials(cfg)),
+        )
     return DedupSearcher(inner, seed=s.seed)
 
 
@@ -49,8 +66,11 @@ def scheduler(cfg: SweepConfig, reports_per_trial: int) -> ASHAScheduler | None:
         return None
     metric = rung_metric(cfg)
     return ASHAScheduler(
-        metric=metric, mode=cfg.search.mode if metric == cfg.search.metric else "min", time_attr="training_iteration",
-        max_t=max(reports_per_trial, sch.grace_period), grace_period=sch.grace_period,
+        metric=metric,
+        mode=cfg.search.mode if metric == cfg.search.metric else "min",
+        time_attr="training_iteration",
+        max_t=max(reports_per_trial, sch.grace_period),
+        grace_period=sch.grace_period,
         reduction_factor=sch.reduction_factor,
     )
 

@@ -41,8 +41,11 @@ def test_quickstart_six_trials_are_six_distinct_configs():
     grid = synthetic_grid(cfg.search.space, steps=cfg.training.max_steps, every=cfg.training.eval_interval)
     sched = scheduler(cfg, reports_per_trial(cfg))
     bare = simulate(cfg, grid, 1, searcher(cfg).searcher, sched).configs()
-    assert len(bare) == 6 and bare[3] == bare[1] == {"lora.r": 8, "lora.target_modules": "all-linear",
-                                                     "quantization.bits": 16}
+    assert len(bare) == 6 and bare[3] == bare[1] == {
+        "lora.r": 8,
+        "lora.target_modules": "all-linear",
+        "quantization.bits": 16,
+    }
     run = simulate(cfg, grid, 1, searcher(cfg), scheduler(cfg, reports_per_trial(cfg)))
     configs = run.configs()
     assert len(configs) == 6 and len({tuple(c.values()) for c in configs}) == 6
@@ -56,7 +59,9 @@ def test_finite_space_is_exhausted_then_finished():
     while (config := s.suggest(f"t{len(seen)}")) != Searcher.FINISHED:
         assert config is not None  # nothing runs concurrently here: never a wait
         seen.append(tuple(config.values()))
-        s.on_trial_complete(f"t{len(seen) - 1}", {"eval_loss": 3.0 - 0.1 * config["lora.r"] / config["quantization.bits"]})
+        s.on_trial_complete(
+            f"t{len(seen) - 1}", {"eval_loss": 3.0 - 0.1 * config["lora.r"] / config["quantization.bits"]}
+        )
     assert sorted(seen) == [(4, 4), (4, 16), (8, 4), (8, 16)]
     assert s.stats()["finished"] == "all 4 configs of the space were tried"
     assert s.suggest("again") == Searcher.FINISHED
@@ -87,7 +92,11 @@ def test_stopped_trial_is_known_by_its_last_result_and_errors_as_failures():
     s.on_trial_complete("b", None, error=True)
     third = s.suggest("c")  # both initial duplicates answered, then a new config
     assert third not in ({"lora.r": 8, "quantization.bits": 4}, {"lora.r": 4, "quantization.bits": 4})
-    states = [(t.params["lora.r"], t.state.name, t.value) for t in s.searcher._ot_study.trials if t.state.is_finished()]
+    states = [
+        (t.params["lora.r"], t.state.name, t.value)
+        for t in s.searcher._ot_study.trials
+        if t.state.is_finished()
+    ]
     assert states.count((8, "COMPLETE", 3.1)) >= 2 and states.count((4, "FAIL", None)) >= 2
     assert s.answered == len(states) - 2  # everything but the two trained trials was answered
 
@@ -99,15 +108,22 @@ def test_two_objectives_answered_with_both_metrics():
     s.on_trial_complete("a", {"eval_loss": 2.0, "gpu_seconds": 40.0, "judge_score": 7})
     s.suggest("b")
     assert [v for _, v in _inner_trials(s)] == [[2.0, 40.0], [2.0, 40.0]]
-    assert s.known[s.key({"lora.r": 4, "quantization.bits": 16})][0] == {"eval_loss": 2.0, "gpu_seconds": 40.0}
+    assert s.known[s.key({"lora.r": 4, "quantization.bits": 16})][0] == {
+        "eval_loss": 2.0,
+        "gpu_seconds": 40.0,
+    }
 
 
 def test_continuous_space_stops_after_repeated_duplicates():
     """With a continuous domain there is no 'untried neighbour' to fall back on: after MAX_ASKS
     duplicates in a row (here: the same initial point four times) the search stops and says why."""
     p = "{lora.r: 8, training.lr: 0.001}"
-    s = _started(_cfg("search.space={lora.r: {choice: [4, 8]}, training.lr: {loguniform: [1e-4, 1e-2]}}",
-                      f"search.initial_points=[{p}, {p}, {p}, {p}]"))
+    s = _started(
+        _cfg(
+            "search.space={lora.r: {choice: [4, 8]}, training.lr: {loguniform: [1e-4, 1e-2]}}",
+            f"search.initial_points=[{p}, {p}, {p}, {p}]",
+        )
+    )
     s.suggest("a")
     s.on_trial_complete("a", {"eval_loss": 2.0})
     assert s.suggest("b") == Searcher.FINISHED
@@ -130,7 +146,9 @@ def test_converged_tpe_moves_to_the_nearest_untried_config():
 def test_state_survives_tunes_save_and_restore(tmp_path):
     """Tune's SearchGenerator saves every wrapper with a `.searcher` (get_state) and the base searcher;
     a fresh chain restored from that directory still knows what ran, what runs and the count."""
-    cfg = _cfg(FOUR, "search.initial_points=[{lora.r: 4, quantization.bits: 4}, {lora.r: 4, quantization.bits: 4}]")
+    cfg = _cfg(
+        FOUR, "search.initial_points=[{lora.r: 4, quantization.bits: 4}, {lora.r: 4, quantization.bits: 4}]"
+    )
 
     def chain():
         gen = SearchGenerator(ConcurrencyLimiter(searcher(cfg), max_concurrent=2))
@@ -159,10 +177,14 @@ def test_state_survives_tunes_save_and_restore(tmp_path):
 
 # ---------------------------------------------------------------- real Ray Tune sweeps (slow)
 
-TINY = {"model": {"path": "tiny"}, "data": {"eval_rows": 30},
-        "training": {"max_steps": 4, "eval_interval": 2, "batch_size": 4, "grad_accum": 1, "max_seq_len": 256},
-        "generation": {"num_prompts": 1, "max_new_tokens": 4}, "resources": {"cpu": 1, "gpu": 0},
-        "tracking": {"register_best": False}}
+TINY = {
+    "model": {"path": "tiny"},
+    "data": {"eval_rows": 30},
+    "training": {"max_steps": 4, "eval_interval": 2, "batch_size": 4, "grad_accum": 1, "max_seq_len": 256},
+    "generation": {"num_prompts": 1, "max_new_tokens": 4},
+    "resources": {"cpu": 1, "gpu": 0},
+    "tracking": {"register_best": False},
+}
 SPACE = {"lora.r": {"choice": [4, 8]}, "quantization.bits": {"choice": [4, 16]}}
 
 
@@ -181,9 +203,16 @@ def test_sweep_of_a_four_config_space_with_eight_samples_trains_four(tmp_path, c
     from sweep.session import run_and_summarize
 
     point = {"lora.r": 8, "quantization.bits": 4}
-    search = {"space": SPACE, "num_samples": 8, "max_concurrent_trials": 2, "seed": 1,
-              "initial_points": [point, point]}  # the repeat is answered from the first: >= 1 answered
-    cfg = SweepConfig.model_validate({**TINY, "name": "four", "storage_path": str(tmp_path), "search": search})
+    search = {
+        "space": SPACE,
+        "num_samples": 8,
+        "max_concurrent_trials": 2,
+        "seed": 1,
+        "initial_points": [point, point],
+    }  # the repeat is answered from the first: >= 1 answered
+    cfg = SweepConfig.model_validate(
+        {**TINY, "name": "four", "storage_path": str(tmp_path), "search": search}
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert run_and_summarize(cfg) == 0
@@ -213,14 +242,27 @@ def test_resumed_sweep_never_trains_a_config_twice(tmp_path):
     import yaml
 
     exp = tmp_path / "results" / "again"
-    cfg = {**TINY, "name": "again", "storage_path": str(tmp_path / "results"),
-           "search": {"space": SPACE, "num_samples": 8, "max_concurrent_trials": 1, "seed": 2,
-                      "scheduler": {"type": "none"}}}
+    cfg = {
+        **TINY,
+        "name": "again",
+        "storage_path": str(tmp_path / "results"),
+        "search": {
+            "space": SPACE,
+            "num_samples": 8,
+            "max_concurrent_trials": 1,
+            "seed": 2,
+            "scheduler": {"type": "none"},
+        },
+    }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
     log = (tmp_path / "driver.log").open("w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(tmp_path / "sweep.yaml")],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "run", str(tmp_path / "sweep.yaml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
 
     def finished() -> int:
         return sum('"done": true' in p.read_text() for p in exp.glob("*/result.json"))
@@ -232,8 +274,13 @@ def test_resumed_sweep_never_trains_a_config_twice(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    resumed = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", str(exp)], capture_output=True,
-                             text=True, env=env, timeout=900)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweep.cli", "resume", str(exp)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     configs = _trial_configs(exp)
     assert len(configs) == 4 and len(set(configs)) == 4, configs

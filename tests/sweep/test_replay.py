@@ -10,19 +10,36 @@ import pytest
 from benchmarks import replay as bench
 from sweep.replay import Grid, _times, load_grid, replay, synthetic_grid, write_grid
 
-SMALL = {"lora.r": {"choice": [4, 8]}, "lora.target_modules": {"choice": ["attention", "all-linear"]},
-         "training.lr": {"choice": [0.0004, 0.0008, 0.0016]}}
+SMALL = {
+    "lora.r": {"choice": [4, 8]},
+    "lora.target_modules": {"choice": ["attention", "all-linear"]},
+    "training.lr": {"choice": [0.0004, 0.0008, 0.0016]},
+}
 
 
 def _record(r: int, points: list[tuple[float, float]], final_s: float) -> dict:
     curve = [{"step": 5 * (i + 1), "eval_loss": loss, "train_s": s} for i, (loss, s) in enumerate(points)]
-    return {"config": {"lora.r": r}, "seed": 7, "base_eval_loss": 3.5, "setup_s": 1.0, "total_steps": 10,
-            "curve": curve, "final_s": final_s}
+    return {
+        "config": {"lora.r": r},
+        "seed": 7,
+        "base_eval_loss": 3.5,
+        "setup_s": 1.0,
+        "total_steps": 10,
+        "curve": curve,
+        "final_s": final_s,
+    }
 
 
 HAND = Grid(
-    [_record(4, [(3.0, 2), (2.5, 4)], 6), _record(8, [(3.0, 3), (2.0, 6)], 8), _record(16, [(2.9, 1), (2.2, 2)], 4)],
-    {"space": {"lora.r": {"choice": [4, 8, 16]}}, "base": {"training": {"max_steps": 10, "eval_interval": 5}}},
+    [
+        _record(4, [(3.0, 2), (2.5, 4)], 6),
+        _record(8, [(3.0, 3), (2.0, 6)], 8),
+        _record(16, [(2.9, 1), (2.2, 2)], 4),
+    ],
+    {
+        "space": {"lora.r": {"choice": [4, 8, 16]}},
+        "base": {"training": {"max_steps": 10, "eval_interval": 5}},
+    },
 )
 
 
@@ -54,7 +71,9 @@ def test_every_strategy_runs_each_config_at_most_once_and_accounts_cost(small):
         assert r["cost_to_target"] <= r["total"] + 1e-9
         if r["strategy"] != "defaults":  # every config trained to the end: the whole grid's cost
             assert r["trials"] == 12 and r["total"] == pytest.approx(1.0)
-            assert r["total_cost_s"] == pytest.approx(sum(x["final_s"] for x in grid.of_seed(1 + r["index"] % 2)))
+            assert r["total_cost_s"] == pytest.approx(
+                sum(x["final_s"] for x in grid.of_seed(1 + r["index"] % 2))
+            )
             assert math.isfinite(r["cost_to_target"])
     asha = [r for r in rows if r["strategy"] == "defaults"]
     assert all(r["total"] < 1 for r in asha)  # ASHA stopped some trials
@@ -79,8 +98,26 @@ def test_cli_prints_the_table_and_writes_the_plot(small, tmp_path, capsys):
 
 
 def test_tune_mode_ranks_settings(small, capsys):
-    bench.main([str(small), "--tune", "--seeds", "2", "--startup", "2,4", "--grace", "1", "--rf", "2,3",
-                "--num-samples", "6,12"])
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    bench.main(
+        [
+            str(small),
+            "--tune",
+            "--seeds",
+            "2",
+            "--startup",
+            "2,4",
+            "--grace",
+            "1",
+            "--rf",
+            "2,3",
+            "--num-samples",
+            "6,12",
+        ]
+    )
+    lines = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line
+    ]
     assert len(lines) == 1 + (2 * 2 + 2) * 2  # header + (asha settings + asha off) x num_samples
-    assert any(line.startswith("| 4 | off | off | 12 | 2/2 |") for line in lines)  # exhaustive: always reached
+    assert any(
+        line.startswith("| 4 | off | off | 12 | 2/2 |") for line in lines
+    )  # exhaustive: always reached

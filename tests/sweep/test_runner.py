@@ -52,9 +52,10 @@ def test_asha_initial_points_and_best(local_ray, tmp_path):
 
 def test_a_failing_trial_does_not_stop_the_others(local_ray, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the bad hub id fails fast instead of timing out
-    points = "[{model.path: tiny, lora.r: 2}, {model.path: no-such-org/no-such-model, lora.r: 2}, {model.path: tiny, lora.r: 4}]"
+    bad = "no-such-org/no-such-model"  # distinct configs: the sweep never trains one twice (sweep/dedup.py)
+    points = f"[{{model.path: tiny, lora.r: 2}}, {{model.path: {bad}, lora.r: 2}}, {{model.path: tiny, lora.r: 4}}]"
     cfg = sweep_cfg(tmp_path, "name=fail", "max_failures=0", "search.num_samples=3", "search.scheduler.type=none",
-                    "search.space={model.path: {choice: [tiny, no-such-org/no-such-model]}, lora.r: {choice: [2, 4]}}",
+                    f"search.space={{model.path: {{choice: [tiny, {bad}]}}, lora.r: {{choice: [2, 4]}}}}",
                     f"search.initial_points={points}", "training.max_steps=2")
     out = run_sweep(cfg)
     assert (out.finished, out.failed) == (2, 1)
