@@ -107,11 +107,13 @@ def sweep_config(args: argparse.Namespace, points: list[dict], storage: Path, gp
     from trainables.config import apply_overrides, read_yaml, validate
 
     data = read_yaml(SEED_STUDY)
+    # A training seed per trial: repeats of a point are distinct configs (the sweep never trains one twice).
+    points = [{**points[i % len(points)], "training.seed": i} for i in range(args.trials)]
     data["search"].update(
         num_samples=args.trials,
         max_concurrent_trials=args.trials,
         scheduler={"type": "none"},
-        initial_points=[points[i % len(points)] for i in range(args.trials)],
+        initial_points=points,
     )
     data["search"]["space"] = {k: {"choice": sorted({p[k] for p in points}, key=str)} for k in points[0]}
     data.update(name=args.tag, storage_path=str(storage), max_failures=0)

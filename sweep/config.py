@@ -46,6 +46,13 @@ class SearchConfig(Strict):
         default_factory=list, description="Configurations evaluated first (dotted path -> value)."
     )
     seed: int = Field(0, description="Seeds Optuna's TPE sampler.")
+    n_startup_trials: int | None = Field(
+        None,
+        ge=0,
+        description="Completed trials (initial points and answered repeats included) before TPE models "
+        "the results; until then it samples at random. Default (null): max(2, number of initial_points), "
+        "until `python -m benchmarks.replay --tune` on the recorded grid says otherwise. TPE only (not metric2).",
+    )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @field_validator("space")

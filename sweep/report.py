@@ -262,6 +262,9 @@ def _summary(trials, best, metric, mode, importances, why, parent, trusted) -> l
     items = [
         f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")."
     ]
+    if "proposals_answered" in parent.data.metrics:  # sweep/dedup.py: repeats were answered, not trained
+        answered = parent.data.metrics["proposals_answered"]
+        items.append(f"Proposals answered from earlier trials: {answered:.0f}.")
     if best is None:
         items.append(f"No trial reported {metric} yet, so there is no best configuration.")
     else:

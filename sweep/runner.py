@@ -12,27 +12,29 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.placement import trial_resources
 from sweep.preflight import check_cluster
 from sweep.resume import StateBackup, repair_state, write_state_often
+from sweep.search import reports_per_trial, searcher_of
+from sweep.search import scheduler as _scheduler
+from sweep.search import searcher as _searcher
 from sweep.space import trial_config, tune_space
 from sweep.tracking import (
     MlflowTrialCallback,
+    client_for,
     finish_sweep_run,
     log_base_generations,
     log_calibration,
+    log_metrics,
     start_sweep_run,
     trial_run_id,
 )
-from sweep.tune_reporter import run_tune_trial, rung_metric
+from sweep.tune_reporter import run_tune_trial
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class SweepOutcome:
     errors: dict[str, str]
     parent_run_id: str | None
     report: tuple | None = None
+    search: dict | None = None  # DedupSearcher.stats(): proposals answered, configs tried, why it stopped
 
 
 def connect_ray(num_cpus: int | None = None) -> None:
@@ -58,36 +61,6 @@ def connect_ray(num_cpus: int | None = None) -> None:
     else:
         # The dashboard (on 127.0.0.1) stays on: Ray Train's placement-group cleanup needs its state API.
         ray.init(num_cpus=num_cpus, log_to_driver=True)
-
-
-def _searcher(cfg: SweepConfig) -> OptunaSearch:
-    s = cfg.search
-    sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=max(2, len(s.initial_points)))
-    if s.metric2:
-        sampler = optuna.samplers.NSGAIISampler(seed=s.seed)
-        return OptunaSearch(metric=[s.metric, s.metric2], mode=[s.mode, s.mode2], sampler=sampler,
-                            points_to_evaluate=s.initial_points or None)
-    return OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler, points_to_evaluate=s.initial_points or None)
-
-
-def _scheduler(cfg: SweepConfig, reports_per_trial: int):
-    sch = cfg.search.scheduler
-    if sch.type == "none":
-        return None
-    metric = rung_metric(cfg)
-    return ASHAScheduler(
-        metric=metric, mode=cfg.search.mode if metric == cfg.search.metric else "min", time_attr="training_iteration",
-        max_t=max(reports_per_trial, sch.grace_period), grace_period=sch.grace_period,
-        reduction_factor=sch.reduction_factor,
-    )
-
-
-def reports_per_trial(cfg: SweepConfig) -> int:
-    """ASHA's rungs are our eval intervals: one Tune iteration per report."""
-    t = cfg.training
-    if t.max_steps:
-        return -(-t.max_steps // t.eval_interval)
-    return 10**6  # epoch-bounded trials: no fixed horizon, ASHA uses its rungs only
 
 
 def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None):
@@ -132,7 +105,11 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
     parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
     if calibration:
         log_calibration(uri, parent, calibration)
-    results = _tuner(cfg, parent, restore, stop).fit()
+    tuner = _tuner(cfg, parent, restore, stop)
+    results = tuner.fit()
+    search = searcher_of(tuner)
+    if search:
+        log_metrics(client_for(uri), parent, {"proposals_answered": search.answered}, step=0)
     errors = {Path(r.path).name: _first_line(r.error) for r in results if r.error}
     finished = [r for r in results if not r.error and r.metrics]
     complete = [r for r in finished if r.metrics.get("step") == r.metrics.get("total_steps")]
@@ -142,7 +119,7 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
         _log_base_generations(uri, parent, best["checkpoint"])
     finish_sweep_run(uri, parent)
     return SweepOutcome(results.experiment_path, best, len(finished), len(errors), len(finished) - len(complete),
-                        errors, parent)
+                        errors, parent, search=search.stats() if search else None)
 
 
 def _best(cfg: SweepConfig, finished) -> dict | None:

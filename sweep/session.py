@@ -80,6 +80,9 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
              f"{outcome.failed} failed, {seconds:.0f}s ==="]
     for trial, reason in outcome.errors.items():
         lines.append(f"failed {trial}: {reason}")
+    if outcome.search:  # sweep/dedup.py: a config already tried is answered, never trained again
+        lines.append(f"proposals answered from earlier trials: {outcome.search['answered']}")
+        lines += [outcome.search["finished"]] if outcome.search["finished"] else []
     best = outcome.best
     if not best:
         lines.append("no trial finished: nothing to compare (see the failures above)")

@@ -23,7 +23,6 @@ from trainables.memory import FRACTION_ENV
 from trainables.trial import run_trial
 
 log = logging.getLogger(__name__)
-RUNG_METRICS = {"eval_loss", "perplexity", "train_loss", "tokens_per_s", "peak_mem_gb", "gpu_seconds", "elapsed_s"}
 
 
 class TuneReporter:
@@ -53,14 +52,6 @@ class TuneReporter:
         finally:
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)
-
-
-def rung_metric(sweep: SweepConfig) -> str:
-    """ASHA compares trials at every report: a metric only known at the end (judge) cannot rank rungs."""
-    s = sweep.search
-    if s.metric in RUNG_METRICS or (s.weights and set(s.weights) <= RUNG_METRICS):
-        return s.metric
-    return "eval_loss"
 
 
 def _halved(cfg: TrialConfig) -> TrialConfig:

@@ -49,7 +49,7 @@ def write_sweep(
         },
         "generation": {"num_prompts": 1, "max_new_tokens": 4},
         "search": {
-            "space": {"lora.r": {"choice": [2, 4, 8]}},
+            "space": {"lora.r": {"choice": [2, 4, 8, 16]}},  # >= trials: no config is trained twice
             "num_samples": trials,
             "max_concurrent_trials": concurrent,
             "scheduler": {"type": "none"},

@@ -71,10 +71,11 @@ def test_a_failing_trial_does_not_stop_the_others(local_ray, tmp_path, monkeypat
     """...and the finished trials' runs say how many rows their data lost (MLflow params, the report),
     and their adapters name the built-in base portably."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the bad hub id fails fast instead of timing out
-    points = "[{model.path: tiny}, {model.path: no-such-org/no-such-model}, {model.path: tiny}]"
+    bad = "no-such-org/no-such-model"  # distinct configs: the sweep never trains one twice (sweep/dedup.py)
+    points = f"[{{model.path: tiny, lora.r: 2}}, {{model.path: {bad}, lora.r: 2}}, {{model.path: tiny, lora.r: 4}}]"
     data = _sample_with_blank_descriptions(tmp_path / "blank.csv")
     cfg = sweep_cfg(tmp_path, "name=fail", "max_failures=0", "search.num_samples=3", "search.scheduler.type=none",
-                    "search.space={model.path: {choice: [tiny, no-such-org/no-such-model]}}",
+                    f"search.space={{model.path: {{choice: [tiny, {bad}]}}, lora.r: {{choice: [2, 4]}}}}",
                     f"search.initial_points={points}", "training.max_steps=2", f"data.source={data}")
     out = run_sweep(cfg)
     assert (out.finished, out.failed) == (2, 1)

@@ -1,0 +1,123 @@
+"""The replay drives the sweep's own searcher and scheduler against recorded curves: its cost accounting,
+no config twice in any strategy, and the benchmark's table, plot and tuning mode (CPU, seconds)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks import replay as bench
+from sweep.replay import Grid, _times, load_grid, replay, synthetic_grid, write_grid
+
+SMALL = {
+    "lora.r": {"choice": [4, 8]},
+    "lora.target_modules": {"choice": ["attention", "all-linear"]},
+    "training.lr": {"choice": [0.0004, 0.0008, 0.0016]},
+}
+
+
+def _record(r: int, points: list[tuple[float, float]], final_s: float) -> dict:
+    curve = [{"step": 5 * (i + 1), "eval_loss": loss, "train_s": s} for i, (loss, s) in enumerate(points)]
+    return {
+        "config": {"lora.r": r},
+        "seed": 7,
+        "base_eval_loss": 3.5,
+        "setup_s": 1.0,
+        "total_steps": 10,
+        "curve": curve,
+        "final_s": final_s,
+    }
+
+
+HAND = Grid(
+    [
+        _record(4, [(3.0, 2), (2.5, 4)], 6),
+        _record(8, [(3.0, 3), (2.0, 6)], 8),
+        _record(16, [(2.9, 1), (2.2, 2)], 4),
+    ],
+    {
+        "space": {"lora.r": {"choice": [4, 8, 16]}},
+        "base": {"training": {"max_steps": 10, "eval_interval": 5}},
+    },
+)
+
+
+def test_grid_strategy_costs_by_hand():
+    """For-loop order r=4, 8, 16; the best (r=8, 2.0) completes at t=14 alone, at t=8 two at a time,
+    when r=4 has cost 6 s, r=8 8 s and r=16 (started at 6 s) 2 s: 16 trial-seconds."""
+    one = replay(HAND, "grid", 0, max_concurrent_trials=1)
+    assert [c["lora.r"] for c in one.configs()] == [4, 8, 16]
+    assert (one.grid_best, one.grid_cost, one.cost_to_target, one.total_cost) == (2.0, 18, 14, 18)
+    assert one.curve == [(6, 2.5), (14, 2.0)]
+    two = replay(HAND, "grid", 0, max_concurrent_trials=2)
+    assert (two.cost_to_target, two.total_cost) == (16, 18)
+    assert two.curve == [(12, 2.5), (16, 2.0)]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("grid") / "small.jsonl"
+    write_grid(synthetic_grid(SMALL), path)
+    return path
+
+
+def test_every_strategy_runs_each_config_at_most_once_and_accounts_cost(small):
+    grid = load_grid(small)
+    rows = bench.compare(grid, seeds=3)
+    assert {r["strategy"] for r in rows} == set(bench.STRATEGIES) and len(rows) == 12
+    for r in rows:
+        assert r["distinct"] == r["trials"], r  # dedup: no config twice
+        assert r["cost_to_target"] <= r["total"] + 1e-9
+        if r["strategy"] != "defaults":  # every config trained to the end: the whole grid's cost
+            assert r["trials"] == 12 and r["total"] == pytest.approx(1.0)
+            assert r["total_cost_s"] == pytest.approx(
+                sum(x["final_s"] for x in grid.of_seed(1 + r["index"] % 2))
+            )
+            assert math.isfinite(r["cost_to_target"])
+    asha = [r for r in rows if r["strategy"] == "defaults"]
+    assert all(r["total"] < 1 for r in asha)  # ASHA stopped some trials
+
+
+def test_a_stopped_trial_costs_its_seconds_up_to_the_report_that_stopped_it(small):
+    run = replay(load_grid(small), "defaults", 0)
+    stopped = [t for t in run.trials if t.reports < len(t.record["curve"])]
+    assert stopped, "ASHA stopped no trial on this grid"
+    for t in run.trials:
+        assert t.end - t.start == pytest.approx(_times(t.record)[t.reports - 1])
+    assert run.total_cost == pytest.approx(sum(t.end - t.start for t in run.trials))
+
+
+def test_cli_prints_the_table_and_writes_the_plot(small, tmp_path, capsys):
+    bench.main([str(small), "--seeds", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    for strategy in bench.STRATEGIES:
+        assert f"| {strategy} | 2 |" in out
+    assert (tmp_path / "replay.png").stat().st_size > 10_000
+    assert (tmp_path / "table.md").read_text().strip() in out
+
+
+def test_tune_mode_ranks_settings(small, capsys):
+    bench.main(
+        [
+            str(small),
+            "--tune",
+            "--seeds",
+            "2",
+            "--startup",
+            "2,4",
+            "--grace",
+            "1",
+            "--rf",
+            "2,3",
+            "--num-samples",
+            "6,12",
+        ]
+    )
+    lines = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    assert len(lines) == 1 + (2 * 2 + 2) * 2  # header + (asha settings + asha off) x num_samples
+    assert any(
+        line.startswith("| 4 | off | off | 12 | 2/2 |") for line in lines
+    )  # exhaustive: always reached
