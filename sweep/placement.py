@@ -6,6 +6,8 @@ same device); a trial that needs more than one GPU runs as Ray Train workers.
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 from sweep.config import SweepConfig
@@ -56,3 +58,21 @@ def trial_resources(cfg: SweepConfig):
     # Ray Train V2: the Tune trial only runs the TorchTrainer's controller; its workers ask for the
     # real resources themselves, so the trial must not hold them (it would deadlock its own workers).
     return {"cpu": 0.1}
+
+
+def concurrent_trials(cfg: SweepConfig, resources: dict | None = None) -> int:
+    """search.max_concurrent_trials, capped at how many trials the cluster can run at once.
+
+    Tune creates up to max_concurrent_trials trials at once and starts a worker for each; one that
+    waits for a GPU share gets a fresh process when it frees up. Capped at what fits, the next trial
+    is created only when one ends, and Tune hands it the finished trial's worker (reuse_actors), whose
+    base model is still loaded (trainables/base_cache.py).
+    """
+    want = cfg.search.max_concurrent_trials
+    # A cluster (RAY_ADDRESS) may autoscale: its present size is no bound there.
+    if not ray.is_initialized() or cfg.resources.workers_per_trial > 1 or os.environ.get("RAY_ADDRESS"):
+        return want
+    resources = resources or trial_resources(cfg)
+    total = ray.cluster_resources()
+    fits = [int(total.get(key.upper(), 0) // amount + 1e-9) for key, amount in resources.items() if amount]
+    return max(1, min([want, *fits]))

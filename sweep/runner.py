@@ -17,7 +17,7 @@ from ray import tune
 
 from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
-from sweep.placement import trial_resources
+from sweep.placement import concurrent_trials, trial_resources
 from sweep.preflight import check_cluster
 from sweep.resume import StateBackup, repair_state, write_state_often
 from sweep.search import reports_per_trial, searcher_of
@@ -65,7 +65,8 @@ def connect_ray(num_cpus: int | None = None) -> None:
 
 def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None):
     trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump())
-    trainable = tune.with_resources(trainable, trial_resources(cfg))
+    resources = trial_resources(cfg)
+    trainable = tune.with_resources(trainable, resources)
     path = str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
     callbacks = [MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
     if "://" not in path:
@@ -83,7 +84,7 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None):
     )
     tune_config = tune.TuneConfig(
         search_alg=_searcher(cfg), scheduler=_scheduler(cfg, reports_per_trial(cfg)),
-        num_samples=cfg.search.num_samples, max_concurrent_trials=cfg.search.max_concurrent_trials,
+        num_samples=cfg.search.num_samples, max_concurrent_trials=concurrent_trials(cfg, resources),
         # A finished trial's worker process runs the next trial: imports, CUDA context and the loaded
         # base model (trainables/base_cache.py) are kept, which is most of a trial's fixed cost.
         reuse_actors=True,

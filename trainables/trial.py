@@ -176,6 +176,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                  "elapsed_s": 0.0, "tokens": 0, "history": []}
     model.train()
     first_step, first_tokens = state["step"] + 1, 0
+    reuse = not sharded and world == 1  # the next trial of this process may take the base (base_cache.py)
     fixed = {"compiled": decision.compile, "compile_reason": decision.reason, "base_reused": reused,
              "trainable_params": trainable, "workers": world, "gradient_checkpointing": grad_ckpt,
              "total_steps": total_steps}
@@ -250,8 +251,13 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                     save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered)
             metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
             with timer("report"):
-                reporter.report(metrics, ckpt)
-    if not sharded and world == 1:  # the next trial of this process may reuse the base
+                try:
+                    reporter.report(metrics, ckpt)
+                except BaseException:  # Ray Tune ends a finished or stopped trial here (SystemExit)
+                    if reuse:
+                        release_base(model, cfg.model, cfg.quantization, device, attn)
+                    raise
+    if reuse:
         release_base(model, cfg.model, cfg.quantization, device, attn)
     return metrics
 

@@ -134,3 +134,28 @@ def test_auto_gpu_share_spreads_concurrent_trials(local_ray, tmp_path):
     cfg = sweep_cfg(tmp_path, "resources.gpu=auto", "search.max_concurrent_trials=2")
     assert auto_gpu_share(cfg) <= 0.5  # the tiny model alone would allow many per GPU
     assert gpu_share(cfg) == 0.5  # one (fake) GPU, two trials at once: half each
+
+
+def test_trials_reuse_a_worker_and_its_base_model(local_ray, tmp_path):
+    """Issue 22: concurrency is capped at what fits (2 CPUs, 2 per trial: one at a time), so each trial
+    after the first runs on the finished trial's worker, whose base model is still loaded; every
+    trial reports its phase timings."""
+    from sweep.placement import concurrent_trials
+    from trainables.phases import PHASES
+
+    cfg = sweep_cfg(tmp_path, "name=reuse", "resources.cpu=2", "search.num_samples=3",
+                    "search.max_concurrent_trials=3", "search.scheduler.type=none", "training.max_steps=2",
+                    "search.space={lora.r: {choice: [2, 4, 8]}}",
+                    "search.initial_points=[{lora.r: 2}, {lora.r: 4}, {lora.r: 8}]")
+    assert concurrent_trials(cfg) == 1
+    out = run_sweep(cfg)
+    assert (out.finished, out.failed) == (3, 0)
+    from ray.tune import ExperimentAnalysis
+
+    rows = sorted((df.iloc[-1] for df in ExperimentAnalysis(out.experiment_path).trial_dataframes.values()),
+                  key=lambda r: r["wall_time"])
+    for row in rows:
+        assert all(row[f"phase_{name}_s"] >= 0 for name in PHASES) and row["phase_train_s"] > 0
+    assert [bool(r["base_reused"]) for r in rows] == [False, True, True]
+    assert len({r["pid"] for r in rows}) == 1  # one worker process ran all three
+    assert max(r["phase_load_s"] for r in rows[1:]) < rows[0]["phase_load_s"]
