@@ -36,6 +36,7 @@ def _add_sets(p: argparse.ArgumentParser) -> None:
 def cmd_train(a) -> int:
     from trainables.config import load_trial_config
     from trainables.data import describe_stats
+    from trainables.phases import describe as describe_phases
     from trainables.reporting import PrintReporter
     from trainables.trial import run_trial
 
@@ -50,6 +51,7 @@ def cmd_train(a) -> int:
           f"perplexity {final['perplexity']:.2f}; trainable params {final['trainable_params']:,}")
     if final.get("data_stats"):
         print(f"data: {describe_stats(final['data_stats'])}")
+    print(describe_phases(final))
     print(f"adapter: {reporter.checkpoint_dir(final['step']) / 'adapter'}")
     return 0
 

@@ -21,6 +21,7 @@ import yaml
 
 from evaluation.errors import ConfigError
 from sweep import report_plots as plots
+from sweep.report_time import time_blocks
 from sweep.tracking import FAILURE_TAG, OUTCOME_TAG, ROLE_TAG, TRIAL_ID_TAG, child_runs, client_for
 from sweep.tracking_params import DATA_STATS_PARAMS, data_stats_from_params
 from trainables.data import describe_stats
@@ -236,6 +237,7 @@ def build_report(
         ("ul", _summary(trials, best, metric, mode, importances, why, parent, trusted)),
     ]
     blocks += _table_blocks(trials, objectives, best, trusted)
+    blocks += time_blocks(trials, best, parent.info.start_time)
     blocks += _figure_blocks(out, trials, swept, objectives, importances, why)
     blocks += _judge_blocks(parent, trusted)
     if best is not None:

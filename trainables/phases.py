@@ -44,3 +44,15 @@ class PhaseTimer:
         out = {f"phase_{name}_s": round(self.seconds.get(name, 0.0), 4) for name in PHASES}
         out["fixed_s"] = round(sum(v for k, v in self.seconds.items() if k != "train"), 4)
         return out
+
+
+def describe(metrics: dict) -> str:
+    """One line for a person: the fixed seconds by phase, then the steady training, then the compile
+    decision, e.g. `time: 6.1s fixed (data 0.4, load 1.2, ...) + 40.2s training at 31,268 tokens/s`."""
+    parts = [f"{name} {metrics[f'phase_{name}_s']:.1f}" for name in PHASES
+             if name != "train" and metrics.get(f"phase_{name}_s", 0) >= 0.05]
+    line = (f"time: {metrics.get('fixed_s', 0):.1f}s fixed ({', '.join(parts)}) + {metrics.get('phase_train_s', 0):.1f}s "
+            f"training at {metrics.get('train_tokens_per_s', 0):,.0f} tokens/s")
+    if metrics.get("compile_reason"):
+        line += f"; compile {metrics['compile_reason']}"
+    return line + ("; base model reused from the last trial" if metrics.get("base_reused") else "")

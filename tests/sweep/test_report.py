@@ -217,3 +217,27 @@ def test_report_renders_in_chromium(sweep):
     assert dom.count("<img") == 4 and "<table>" in dom
     assert all(f"<td>{t[0]}" in dom for t in TRIALS)
     (ARTIFACTS / "sweep_report.html").write_text(sweep["html"].read_text())
+
+
+def test_where_the_time_went():
+    """Issue 22: the report adds up the trials' phases, says how much was training, the fixed cost on a
+    new and on a reused worker, and when the best result was known."""
+    from sweep.report import Trial
+    from sweep.report_time import time_blocks
+    from trainables.phases import PHASES
+
+    def trial(label, train, fixed, reused, wall):
+        metrics = {f"phase_{p}_s": 0.0 for p in PHASES}
+        metrics.update(phase_train_s=train, phase_load_s=fixed, fixed_s=fixed, base_reused=float(reused),
+                       wall_time=wall)
+        return Trial(label, label, "FINISHED", {}, metrics, {})
+
+    first, second = trial("a", 60.0, 40.0, False, 1_000_100.0), trial("b", 60.0, 10.0, True, 1_000_190.0)
+    blocks = time_blocks([first, second], second, sweep_start_ms=1_000_000_000)
+    items = blocks[1][1]
+    assert items[0].startswith("Training (steady steps): 71% of the trials' 170 s")
+    assert items[1] == "Fixed cost per trial (median): 40.0 s on a new worker, 10.0 s on a reused one (1 trials)"
+    assert items[2] == "Time to best: the best trial's result was known 3.2 min after the sweep started."
+    table = blocks[2]
+    assert table[0] == "table" and ["load", "50.0", "29.4%", "25.00"] in table[2]
+    assert time_blocks([Trial("c", "c", "FAILED", {}, {}, {})], None, None) == []  # nothing timed: no section
