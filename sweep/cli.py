@@ -167,7 +167,7 @@ def parser(entry_points: Iterable[EntryPoint] | None = None) -> argparse.Argumen
     _add_sets(jc)
     jc.set_defaults(fn=cmd_judge_check)
     fm = sub.add_parser("fetch-model", help="fetch and convert a built-in model into the cache")
-    fm.add_argument("name", choices=["smollm2-135m", "tiny"])
+    fm.add_argument("name", help="smollm2-135m, tiny, or a portable name as adapters record it (qlora-sweep:<build>)")
     fm.set_defaults(fn=cmd_fetch_model)
     add_commands_of(sub, entry_points)
     return p
