@@ -8,7 +8,8 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from helpers import LoopbackServer, QuietHandler
 
 Answer = Callable[[dict, "ChatServer"], tuple[int, str]]
 
@@ -28,7 +29,7 @@ class ChatServer:
         self.in_flight = self.max_in_flight = 0
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner.lock:
@@ -50,28 +51,14 @@ class ChatServer:
                     text = json.dumps(
                         {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
                     )
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(text.encode())))
-                    self.end_headers()
-                    self.wfile.write(text.encode())
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
+                self.reply(status, text)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.server = LoopbackServer(Handler)
+        self.base_url = self.server.base_url
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.close()
 
 
 def user_message(body: dict) -> str:
