@@ -11,8 +11,11 @@ Tune and the OptunaSearch, as Ray's own `ConcurrencyLimiter` does, and for every
   Optuna was told for it (Tune completes a stopped trial with its last result), so the duplicate
   tells it nothing new. A failed trial is answered as failed (Tune already retried it max_failures
   times). With two objectives (metric2, NSGA-II) the stored result carries both metrics.
-- a config that is running: no trial starts (`suggest` returns None, so Tune asks later) until the
-  running one completes; then the waiting Optuna trial gets its result and the searcher asks again.
+- a config that is running: its Optuna trial is held and completed with that trial's result when it
+  ends, and the searcher is asked again at once, so a repeat never leaves a GPU share idle (a sweep
+  that waited ran its trials one after another where they could have run side by side). Only when
+  every ask of a `suggest` repeats a running config in a space with a continuous domain does it
+  return None (Tune asks later).
 - after `max_asks` duplicates in a row within one `suggest`, TPE has converged on configs it has
   already seen (re-asking without new data mostly gives the same answer): in a finite space the
   untried config nearest to the last proposal (fewest paths changed, ties broken by a seeded draw)
@@ -60,7 +63,7 @@ class DedupSearcher(Searcher):
         self.known: dict[tuple, tuple[dict | None, bool]] = {}  # config key -> (result, error)
         self.running: dict[tuple, str] = {}  # config key -> Tune trial id
         self.trials: dict[str, tuple[str, tuple]] = {}  # Tune trial id -> (inner trial id, config key)
-        self.waiting: tuple[str, tuple] | None = None  # (inner trial id, key of the running config)
+        self.held: dict[tuple, list[str]] = {}  # running config key -> inner trial ids to answer at its end
         self.answered = 0  # proposals answered from earlier trials
         self.asks = 0
         self.finished: str | None = None  # why the searcher stopped, when it did
@@ -80,9 +83,8 @@ class DedupSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.finished:
             return Searcher.FINISHED
-        if self.waiting:
-            return None  # a proposal waits for the running trial with the same config
         size = self.space_size()
+        repeats_running = False
         for _ in range(self.max_asks):
             if size is not None and len(self.known) + len(self.running) >= size:
                 return self._finish(f"all {size} configs of the space were tried")
@@ -93,12 +95,15 @@ class DedupSearcher(Searcher):
                 return config
             key = self.key(config)
             if key in self.running:
-                self.waiting = (inner_id, key)
-                return None
+                self.held.setdefault(key, []).append(inner_id)
+                repeats_running = True
+                continue
             if key not in self.known:
                 return self._start(trial_id, inner_id, key, config)
             self._answer(inner_id, key)
         if size is None:
+            if repeats_running:
+                return None  # the running trial may change the searcher's mind: ask again later
             return self._finish(
                 f"the searcher proposed only configs already tried ({self.max_asks} in a row)"
             )
@@ -116,12 +121,11 @@ class DedupSearcher(Searcher):
         if result is not None or error:  # result None without error: removed before it ran
             self.known[key] = (self._slim(result), error)
         self.searcher.on_trial_complete(inner_id, result=result, error=error)
-        if self.waiting and self.waiting[1] == key:
-            waiting_id, self.waiting = self.waiting[0], None
+        for held_id in self.held.pop(key, []):
             if key in self.known:
-                self._answer(waiting_id, key)
+                self._answer(held_id, key)
             else:
-                self.searcher.on_trial_complete(waiting_id)
+                self.searcher.on_trial_complete(held_id)
 
     def get_state(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k != "searcher"})

@@ -67,18 +67,20 @@ def test_finite_space_is_exhausted_then_finished():
     assert s.suggest("again") == Searcher.FINISHED
 
 
-def test_duplicate_of_a_running_trial_waits_then_is_answered_with_its_result():
+def test_duplicate_of_a_running_trial_is_held_and_another_config_starts_at_once():
+    """A repeat of a running config never idles a slot: its Optuna trial is held, a new config starts
+    now, and the held trial is answered with the running trial's result when that one ends."""
     point = "{lora.r: 8, quantization.bits: 4}"
     s = _started(_cfg(FOUR, f"search.initial_points=[{point}, {point}]"))
     first = s.suggest("a")
     assert first == {"lora.r": 8, "quantization.bits": 4}
-    assert s.suggest("b") is None and s.suggest("c") is None  # waits; asks Optuna only once
-    assert len(s.searcher._ot_study.trials) == 2
+    second = s.suggest("b")  # the repeated initial point is held; another config runs beside the first
+    assert second not in (None, Searcher.FINISHED) and second != first
+    held = s.held[s.key(first)]
+    assert list(s.held) == [s.key(first)] and held[0] == "b~1" and _inner_trials(s) == []
     s.on_trial_complete("a", {"eval_loss": 2.5, "training_iteration": 2})
-    assert _inner_trials(s) == [({"lora.r": 8, "quantization.bits": 4}, [2.5])] * 2  # told, not trained
-    assert s.answered == 1
-    nxt = s.suggest("d")
-    assert nxt not in (None, Searcher.FINISHED) and nxt != first
+    told = [({"lora.r": 8, "quantization.bits": 4}, [2.5])] * (1 + len(held))  # told, not trained
+    assert _inner_trials(s) == told and s.answered == len(held) and s.held == {}
 
 
 def test_stopped_trial_is_known_by_its_last_result_and_errors_as_failures():
