@@ -26,7 +26,7 @@ from pathlib import Path
 
 LOG_NAME = "trial.log"
 # Tune unpickles a resumed experiment's callbacks: TrialLines reads the verbosity of the command now
-# running from here (`verbose()`, set by `use_console`), not the one it was pickled with.
+# running from here (`verbose()`, set while `use_console` is active), not the one it was pickled with.
 _verbose = False
 
 # Driver-side log records that tell a user nothing they can act on: logger -> message prefixes.
@@ -37,9 +37,10 @@ NOISE = {
         "Generated new authentication token",
     ),
 }
-# Loggers whose INFO lines are bookkeeping (font cache, Tune's "wrote the experiment state"): their
-# warnings and errors still show. MLflow and Optuna set their own levels on import: see below.
-CHATTY = ("matplotlib", "ray.tune", "ray.train")
+# Loggers whose INFO lines are bookkeeping (font cache, Tune's "wrote the experiment state", the
+# registered version that the summary repeats): their warnings and errors still show. MLflow and
+# Optuna set their own levels on import: see below.
+CHATTY = ("matplotlib", "ray.tune", "ray.train", "sweep.registry")
 
 
 class _DropPrefixes(logging.Filter):
@@ -66,34 +67,54 @@ def setup_logging(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # registry and report downloads
 
 
-def use_console(verbose: bool) -> None:
-    """Per sweep, before Tune starts: Tune's own switches for what reaches the console."""
+@contextlib.contextmanager
+def use_console(verbose: bool) -> Iterator[None]:
+    """Around a sweep's Tune run: Tune's and Optuna's own switches for what reaches the console, put
+    back afterwards (a Python caller's process keeps its settings)."""
     import optuna
 
     global _verbose
+    env = {
+        # A failed trial's traceback stays in its trial.log and Tune's error.txt; TrialLines prints
+        # the reason.
+        "TUNE_PRINT_ALL_TRIAL_ERRORS": "1" if verbose else "0",
+        # Tune's automatic loggers are replaced by the two in `trial_lines.tune_callbacks`: no
+        # TensorBoard logger, whose install hint shows when tensorboardX is missing (MLflow is our tracker).
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    }
+    saved_env, saved = {k: os.environ.get(k) for k in env}, (_verbose, optuna.logging.get_verbosity())
+    os.environ.update(env)
     _verbose = verbose
     if not verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
-    # A failed trial's traceback stays in its trial.log and Tune's error.txt; TrialLines prints the reason.
-    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if verbose else "0"
-    # Tune's automatic loggers are replaced by the two in `trial_lines.tune_callbacks` (no TensorBoard logger,
-    # whose install hint is printed when tensorboardX is missing: MLflow is our tracker).
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    try:
+        yield
+    finally:
+        _verbose = saved[0]
+        optuna.logging.set_verbosity(saved[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def verbose() -> bool:
     return _verbose
 
 
-def trial_dir(storage: str, experiment: str) -> Path:
-    """This trial's directory in the sweep's storage (where its checkpoints and result.json are).
-
-    Tune's `get_trial_dir()` names a node-local staging copy; its last part is the trial's directory
-    name in storage. A URI storage has no local path: the log stays in the staging directory."""
+def trial_dir() -> Path:
+    """This trial's directory in the sweep's storage (where its checkpoints and result.json are), from
+    Tune's own storage context: the sweep's storage_path may be relative, and Tune runs a trial in
+    another working directory. A URI storage has no local directory: the log stays in the trial's
+    node-local staging directory (Tune's `get_trial_dir()`)."""
     from ray import tune
 
-    staged = Path(tune.get_context().get_trial_dir())
-    return staged if "://" in storage else Path(storage) / experiment / staged.name
+    ctx = tune.get_context()
+    storage = ctx.get_storage()
+    if storage.storage_filesystem.type_name == "local":
+        return Path(storage.trial_fs_path)
+    return Path(ctx.get_trial_dir())
 
 
 @contextlib.contextmanager

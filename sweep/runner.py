@@ -94,7 +94,8 @@ def reports_per_trial(cfg: SweepConfig) -> int:
 
 
 def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None, verbose: bool = False):
-    trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump(), verbose=verbose)
+    trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump(),
+                                     verbose=verbose)
     trainable = tune.with_resources(trainable, trial_resources(cfg))
     path = str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
     callbacks = [*tune_callbacks(cfg), MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
@@ -126,7 +127,6 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
     Python callers that end trials on a condition of their own; trials it stops count as stopped early.
     `verbose` leaves trials' and libraries' output on the console (see `sweep/console.py`).
     """
-    use_console(verbose)
     connect_ray(log_to_driver=verbose)
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
     write_state_often()
@@ -134,7 +134,8 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
     parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
     if calibration:
         log_calibration(uri, parent, calibration)
-    results = _tuner(cfg, parent, restore, stop, verbose).fit()
+    with use_console(verbose):
+        results = _tuner(cfg, parent, restore, stop, verbose).fit()
     errors = {Path(r.path).name: failure_reason(r.error) for r in results if r.error}
     finished = [r for r in results if not r.error and r.metrics]
     complete = [r for r in finished if r.metrics.get("step") == r.metrics.get("total_steps")]

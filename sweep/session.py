@@ -100,7 +100,8 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
     lines.append(f"  adapter: {best['checkpoint']}/adapter")
     if best.get("registered"):
         r = best["registered"]
-        lines.append(f"  registered: {r.get('name')} version {r.get('version')} as @{r.get('alias')}")
+        merged = f"; merged: {r['merged_name']} version {r.get('merged_version')}" if r.get("merged_name") else ""
+        lines.append(f"  registered: {r.get('name')} version {r.get('version')} as @{r.get('alias')}{merged}")
     if getattr(outcome, "report", None):
         lines.append(f"report: {outcome.report[1]}")
     lines += logs

@@ -115,10 +115,8 @@ def _disk_full(err: BaseException) -> bool:
 def run_tune_trial(params: dict, base: dict, sweep: dict, verbose: bool = False) -> None:
     """Ray Tune's function trainable: one sampled point -> one trial, its output in its own log
     unless `verbose` (then on the driver's console, through Ray)."""
-    sweep_cfg = SweepConfig.model_validate(sweep)
-    log_path = trial_dir(sweep_cfg.storage(), sweep_cfg.name) / LOG_NAME
-    with contextlib.nullcontext() if verbose else trial_log(log_path):
-        _run(trial_config(base, params), sweep_cfg)
+    with contextlib.nullcontext() if verbose else trial_log(trial_dir() / LOG_NAME):
+        _run(trial_config(base, params), SweepConfig.model_validate(sweep))
 
 
 def _run(cfg: TrialConfig, sweep_cfg: SweepConfig) -> None:
