@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 from evaluation.errors import ConfigError
+from sweep.console import setup_logging
 
 QUICKSTART = "quickstart.yaml"
 COMMANDS_GROUP = "qlora_sweep.commands"  # entry points adding subcommands (cluster: submit, jobs)
@@ -31,6 +31,11 @@ def _examples_dir() -> Path:
 def _add_sets(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by dotted path, e.g. --set lora.r=16 (repeatable)")
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show every trial's and library's output on the console (default: in each trial's trial.log)")
 
 
 def cmd_train(a) -> int:
@@ -63,14 +68,14 @@ def cmd_run(a) -> int:
     cfg = load_sweep_config(a.config or str(_examples_dir() / QUICKSTART), a.sets)
     from sweep.session import run_and_summarize
 
-    return run_and_summarize(cfg)
+    return run_and_summarize(cfg, verbose=a.verbose)
 
 
 def cmd_resume(a) -> int:
     from sweep.runner import experiment_config
     from sweep.session import run_and_summarize
 
-    return run_and_summarize(experiment_config(a.experiment), restore=True)
+    return run_and_summarize(experiment_config(a.experiment), restore=True, verbose=a.verbose)
 
 
 def cmd_plan(a) -> int:
@@ -145,9 +150,11 @@ def parser(entry_points: Iterable[EntryPoint] | None = None) -> argparse.Argumen
     r = sub.add_parser("run", help="run a sweep (local Ray, or the cluster in RAY_ADDRESS)")
     r.add_argument("config", nargs="?", help=f"sweep YAML (default: examples/{QUICKSTART})")
     _add_sets(r)
+    _add_verbose(r)
     r.set_defaults(fn=cmd_run)
     rs = sub.add_parser("resume", help="resume an interrupted sweep")
     rs.add_argument("experiment", help="experiment directory (storage_path/name)")
+    _add_verbose(rs)
     rs.set_defaults(fn=cmd_resume)
     pl = sub.add_parser("plan", help="validate a sweep and print parameters and memory per combination")
     pl.add_argument("config")
@@ -174,8 +181,8 @@ def parser(entry_points: Iterable[EntryPoint] | None = None) -> argparse.Argumen
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
     try:
         return args.fn(args)
     except ConfigError as err:

@@ -17,6 +17,7 @@ from ray import tune
 
 from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
+from sweep.console import failure_reason, use_console
 from sweep.placement import concurrent_trials, trial_resources
 from sweep.preflight import check_cluster
 from sweep.resume import StateBackup, repair_state, write_state_often
@@ -34,6 +35,7 @@ from sweep.tracking import (
     start_sweep_run,
     trial_run_id,
 )
+from sweep.trial_lines import tune_callbacks
 from sweep.tune_reporter import run_tune_trial
 
 log = logging.getLogger(__name__)
@@ -52,23 +54,25 @@ class SweepOutcome:
     search: dict | None = None  # DedupSearcher.stats(): proposals answered, configs tried, why it stopped
 
 
-def connect_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster named by RAY_ADDRESS (ray job submit sets it) or start a local instance."""
+def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Join the cluster named by RAY_ADDRESS (ray job submit sets it) or start a local instance.
+    Without `log_to_driver`, workers' output stays in Ray's logs and the trials' own logs."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=log_to_driver)
     else:
         # The dashboard (on 127.0.0.1) stays on: Ray Train's placement-group cleanup needs its state API.
-        ray.init(num_cpus=num_cpus, log_to_driver=True)
+        ray.init(num_cpus=num_cpus, log_to_driver=log_to_driver)
 
 
-def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None):
-    trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump())
+def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None, verbose: bool = False):
+    trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump(),
+                                     verbose=verbose)
     resources = trial_resources(cfg)
     trainable = tune.with_resources(trainable, resources)
     path = str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
-    callbacks = [MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
+    callbacks = [*tune_callbacks(cfg), MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
     if "://" not in path:
         callbacks.append(StateBackup(path))
     if restore:
@@ -80,7 +84,7 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None):
         name=cfg.name, storage_path=cfg.storage(), callbacks=callbacks, stop=stop,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
-        verbose=1,
+        verbose=0,  # Tune's own reporter prints errors only; TrialLines (in callbacks) prints the rest
     )
     tune_config = tune.TuneConfig(
         search_alg=_searcher(cfg), scheduler=_scheduler(cfg, reports_per_trial(cfg)),
@@ -93,25 +97,27 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None):
 
 
 def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None = None,
-              stop=None) -> SweepOutcome:
+              stop=None, verbose: bool = False) -> SweepOutcome:
     """Run (or resume) the sweep to the end; failed trials are recorded, never fatal to the others.
 
     `stop` is Ray Tune's own stopping criterion (a dict of metric limits or a `tune.Stopper`) for
     Python callers that end trials on a condition of their own; trials it stops count as stopped early.
+    `verbose` leaves trials' and libraries' output on the console (see `sweep/console.py`).
     """
-    connect_ray()
+    connect_ray(log_to_driver=verbose)
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
     write_state_often()
     uri = cfg.tracking_uri()
     parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
     if calibration:
         log_calibration(uri, parent, calibration)
-    tuner = _tuner(cfg, parent, restore, stop)
-    results = tuner.fit()
+    tuner = _tuner(cfg, parent, restore, stop, verbose)
+    with use_console(verbose):
+        results = tuner.fit()
     search = searcher_of(tuner)
     if search:
         log_metrics(client_for(uri), parent, {"proposals_answered": search.answered}, step=0)
-    errors = {Path(r.path).name: _first_line(r.error) for r in results if r.error}
+    errors = {Path(r.path).name: failure_reason(r.error) for r in results if r.error}
     finished = [r for r in results if not r.error and r.metrics]
     complete = [r for r in finished if r.metrics.get("step") == r.metrics.get("total_steps")]
     best = _best(cfg, complete or finished)  # a trial ASHA stopped early is best only if none completed
@@ -140,11 +146,6 @@ def _log_base_generations(uri: str, parent: str, checkpoint: str | None) -> None
     path = Path(checkpoint or "") / "eval" / "base_generations.json"
     if checkpoint and "://" not in checkpoint and path.is_file():
         log_base_generations(uri, parent, json.loads(path.read_text()))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[-1][:300] if text else type(err).__name__
 
 
 def experiment_config(path: str) -> SweepConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from sweep.config import SweepConfig
+from sweep.console import LOG_NAME
 from sweep.runner import SweepOutcome, run_sweep
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,11 @@ def _check_judge(cfg: SweepConfig) -> dict:
     return result
 
 
-def run_and_summarize(cfg: SweepConfig, restore: bool = False) -> int:
+def run_and_summarize(cfg: SweepConfig, restore: bool = False, verbose: bool = False) -> int:
     started = time.perf_counter()
     _save_config(cfg)
     calibration = _check_judge(cfg) if not restore else {}
-    outcome = run_sweep(cfg, restore=restore, calibration=calibration)
+    outcome = run_sweep(cfg, restore=restore, calibration=calibration, verbose=verbose)
     if outcome.best and cfg.tracking.register_best:
         _register(cfg, outcome)
     _report(cfg, outcome)
@@ -78,15 +79,18 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
     """The final lines: best trial, its config and metrics, its adapter, the base model's eval loss."""
     lines = [f"\n=== sweep {cfg.name}: {outcome.finished} finished ({outcome.stopped_early} stopped early by ASHA), "
              f"{outcome.failed} failed, {seconds:.0f}s ==="]
+    logs = _trial_logs(outcome.experiment_path)
     for trial, reason in outcome.errors.items():
         lines.append(f"failed {trial}: {reason}")
+        if logs:
+            lines.append(f"  its log, with the traceback: {Path(outcome.experiment_path) / trial / LOG_NAME}")
     if outcome.search:  # sweep/dedup.py: a config already tried is answered, never trained again
         lines.append(f"proposals answered from earlier trials: {outcome.search['answered']}")
         lines += [outcome.search["finished"]] if outcome.search["finished"] else []
     best = outcome.best
     if not best:
         lines.append("no trial finished: nothing to compare (see the failures above)")
-        return "\n".join(lines)
+        return "\n".join(lines + logs)
     m = best["metrics"]
     lines.append(f"best trial {best['trial_id']} by {cfg.search.metric} ({cfg.search.mode}):")
     lines += [f"  {k} = {v}" for k, v in best["params"].items()]
@@ -98,8 +102,18 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
             lines.append(f"  {key} = {m[key]:.4g}" if isinstance(m[key], float) else f"  {key} = {m[key]:,}")
     lines.append(f"  adapter: {best['checkpoint']}/adapter")
     if best.get("registered"):
-        lines.append(f"  registered: {best['registered']}")
+        r = best["registered"]
+        merged = f"; merged: {r['merged_name']} version {r.get('merged_version')}" if r.get("merged_name") else ""
+        lines.append(f"  registered: {r.get('name')} version {r.get('version')} as @{r.get('alias')}{merged}")
     if getattr(outcome, "report", None):
         lines.append(f"report: {outcome.report[1]}")
+    lines += logs
     lines.append(f"resume or inspect: qlora-sweep resume {outcome.experiment_path}")
     return "\n".join(lines)
+
+
+def _trial_logs(experiment: str) -> list[str]:
+    """Where each trial's own output went (none with --verbose: it was on the console)."""
+    if "://" in experiment or not any(Path(experiment).glob(f"*/{LOG_NAME}")):
+        return []
+    return [f"trial logs (progress bars, warnings, tracebacks): {Path(experiment) / '*' / LOG_NAME}"]

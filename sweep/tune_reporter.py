@@ -1,9 +1,11 @@
 """What runs inside a Ray Tune trial: the trial config for the sampled point, a reporter that hands
 metrics and checkpoints to Ray, and the retry policies a long sweep needs (out of memory, disk full).
+Unless the sweep runs verbose, the trial's output goes to its own log (`sweep/console.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -17,10 +19,10 @@ import torch
 from ray import tune
 
 from sweep.config import SweepConfig
+from sweep.console import LOG_NAME, trial_dir, trial_log
 from sweep.space import trial_config
 from trainables.config import TrialConfig
 from trainables.memory import FRACTION_ENV
-from trainables.trial import run_trial
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,14 @@ class TuneReporter:
         finally:
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def run_trial(cfg: TrialConfig, reporter) -> dict:
+    """The trainable, imported on a trial's first call rather than when Ray loads this module: what
+    its libraries print on import (bitsandbytes' kernel warning) then lands in the trial's log."""
+    from trainables.trial import run_trial as run
+
+    return run(cfg, reporter)
 
 
 def _halved(cfg: TrialConfig) -> TrialConfig:
@@ -93,10 +103,14 @@ def _disk_full(err: BaseException) -> bool:
     return getattr(err, "errno", None) == errno.ENOSPC or os.strerror(errno.ENOSPC) in str(err)
 
 
-def run_tune_trial(params: dict, base: dict, sweep: dict) -> None:
-    """Ray Tune's function trainable: one sampled point -> one trial."""
-    sweep_cfg = SweepConfig.model_validate(sweep)
-    cfg = trial_config(base, params)
+def run_tune_trial(params: dict, base: dict, sweep: dict, verbose: bool = False) -> None:
+    """Ray Tune's function trainable: one sampled point -> one trial, its output in its own log
+    unless `verbose` (then on the driver's console, through Ray)."""
+    with contextlib.nullcontext() if verbose else trial_log(trial_dir() / LOG_NAME):
+        _run(trial_config(base, params), SweepConfig.model_validate(sweep))
+
+
+def _run(cfg: TrialConfig, sweep_cfg: SweepConfig) -> None:
     assigned = ray.get_runtime_context().get_assigned_resources()
     share = assigned.get("GPU") or assigned.get("CPU", 1.0)  # the cost unit: GPU-s, or CPU-s without GPUs
     if assigned.get("GPU"):
