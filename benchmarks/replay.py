@@ -151,7 +151,7 @@ def plot(
     ax.set_ylim(bottom=0)
     ax.set_xlabel("cost so far (% of the whole grid's trial-seconds, log scale)")
     ax.set_ylabel("best completed eval loss vs grid best (% above)")
-    ax.set_title(f"{name}: best-so-far vs cost, median over seeds".lstrip(": "))
+    ax.set_title(f"{name}: median over seeds".lstrip(": "), fontsize=11)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.out:
         (a.out / "table.md").write_text(text + "\n")
         (a.out / "runs.json").write_text(json.dumps(rows))
-        name = Path(a.grid).name + (f" as {a.example.name}" if a.example else "")
+        at_once = grid.sweep_config(**search).search.max_concurrent_trials
+        name = Path(a.grid).name + (f" as {a.example.name}" if a.example else "") + f", {at_once} at a time"
         print(f"plot: {plot(rows, a.out / 'replay.png', a.tol, a.budget, name)}")
     print(text)
 
