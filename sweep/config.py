@@ -24,8 +24,12 @@ DOMAINS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 
 class SchedulerConfig(Strict):
     type: Literal["asha", "none"] = Field("asha", description="ASHA stops weak trials at eval rungs; 'none' runs all to the end.")
-    grace_period: int = Field(1, ge=1, description="Reports (eval intervals) every trial gets before it can be stopped.")
-    reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1/reduction_factor of the trials at each rung.")
+    grace_period: int = Field(
+        1, ge=1, description="Reports (eval intervals) every trial gets before it can be stopped (1 beat 2 and 3 in the replay)."
+    )
+    reduction_factor: float = Field(
+        2, gt=1, description="ASHA keeps 1/reduction_factor of the trials at each rung (2, 3 and 4 tied in the replay)."
+    )
 
 
 class SearchConfig(Strict):
@@ -50,8 +54,9 @@ class SearchConfig(Strict):
         None,
         ge=0,
         description="Completed trials (initial points and answered repeats included) before TPE models "
-        "the results; until then it samples at random. Default (null): max(2, number of initial_points), "
-        "until `python -m benchmarks.replay --tune` on the recorded grid says otherwise. TPE only (not metric2).",
+        "the results; until then it samples at random. Default (null): max(2, number of initial_points); "
+        "on the recorded SmolLM2 grid 1, 2, 4 and 6 did equally well and 10 worse "
+        "(benchmarks/RESULTS.md, issue 23). TPE only (not metric2).",
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 

@@ -69,6 +69,19 @@ class Grid:
         base["search"] = {**base.get("search", {}), "space": self.meta["space"], **search}
         return validate(SweepConfig, base)
 
+    def restrict(self, space: dict[str, dict[str, list]]) -> Grid:
+        """The grid inside a sub-space of its own (the same paths, some of their values): replays an
+        example sweep whose space is smaller than the recorded one (quickstart-gpu: r without 4)."""
+        mine = self.meta["space"]
+        if set(space) != set(mine):
+            raise ConfigError("search.space", sorted(space), f"the recorded grid's paths: {sorted(mine)}")
+        for path, dom in space.items():
+            values = dom.get("choice")
+            if values is None or any(v not in mine[path]["choice"] for v in values):
+                raise ConfigError(f"search.space.{path}", dom, f"a choice among {mine[path]['choice']}")
+        records = [r for r in self.records if all(r["config"][p] in space[p]["choice"] for p in space)]
+        return Grid(records, {**self.meta, "space": space}, self.name)
+
 
 def load_grid(path: str | Path) -> Grid:
     """NAME.jsonl and its NAME.meta.json."""
@@ -111,6 +124,7 @@ class Run:
     cost_to_target: float | None
     curve: list[tuple[float, float]] = field(default_factory=list)
     total_cost: float = 0.0
+    wall: float = 0.0  # seconds from the sweep's start to its last event (the recorder's seconds)
     search: dict | None = None
 
     def configs(self) -> list[dict]:
@@ -209,6 +223,7 @@ def simulate(
             heapq.heappush(events, (trial.start + _times(trial.record)[i + 1], order, trial))
         fill(now)
     run.total_cost = cost_at(now if events else float("inf"))
+    run.wall = now
     run.search = searcher.stats() if hasattr(searcher, "stats") else None
     return run
 
