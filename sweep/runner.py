@@ -90,8 +90,9 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None, verbo
         search_alg=_searcher(cfg), scheduler=_scheduler(cfg, reports_per_trial(cfg)),
         num_samples=cfg.search.num_samples, max_concurrent_trials=concurrent_trials(cfg, resources),
         # A finished trial's worker process runs the next trial: imports, CUDA context and the loaded
-        # base model (trainables/base_cache.py) are kept, which is most of a trial's fixed cost.
-        reuse_actors=True,
+        # base model (trainables/base_cache.py) are kept, which is most of a trial's fixed cost. Not for
+        # Ray Train trials: their controller thread outlives Tune's reset timeout, failing the next trial.
+        reuse_actors=cfg.resources.workers_per_trial == 1,
     )
     return tune.Tuner(trainable, param_space=tune_space(cfg.search.space), tune_config=tune_config, run_config=run_config)
 

@@ -103,9 +103,16 @@ def _disk_full(err: BaseException) -> bool:
     return getattr(err, "errno", None) == errno.ENOSPC or os.strerror(errno.ENOSPC) in str(err)
 
 
+# Tune reuses a worker for the next trial only if the last trial's thread ends within this many seconds
+# (default 2), else the next trial fails; handing back a large base (unload, compiled graphs freed) can
+# take longer. Read by Tune in this process when it resets the worker.
+THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+
+
 def run_tune_trial(params: dict, base: dict, sweep: dict, verbose: bool = False) -> None:
     """Ray Tune's function trainable: one sampled point -> one trial, its output in its own log
     unless `verbose` (then on the driver's console, through Ray)."""
+    os.environ.setdefault(THREAD_TIMEOUT_ENV, "120")
     with contextlib.nullcontext() if verbose else trial_log(trial_dir() / LOG_NAME):
         _run(trial_config(base, params), SweepConfig.model_validate(sweep))
 

@@ -228,7 +228,10 @@ def test_qlora_sweep_submit_follows_to_success_and_jobs_reports(cluster, mlflow_
 
     rows = trial_rows(storage / "sdk")
     head, worker = cluster.nodes["head"], cluster.nodes["worker"]
-    assert {r[-1]["node_id"] for r in rows.values()} == {head.node_id, worker.node_id}
+    # On the cluster's nodes; not necessarily both: a trial may take the worker (and the loaded base) of
+    # one that finished before its own worker had started (Tune's reuse_actors). Spreading over the
+    # nodes is shown by test_ray_job_submit_spreads_trials_prepares_once_per_node_and_tracks_every_run.
+    assert {r[-1]["node_id"] for r in rows.values()} <= {head.node_id, worker.node_id}
     assert_all_tracked(mlflow_server, "sdk", 2)
 
     status, out = jobs(cluster, "status", job_id)
