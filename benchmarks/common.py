@@ -21,9 +21,15 @@ MAX_LEN = 512  # per-example cap, as in the seed recipe (max_seq_length=512)
 # peft LoraConfig arguments (target modules per row) and trl SFTConfig arguments.
 SEED_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM"}
 SEED_TRAINING = {
-    "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "learning_rate": 2e-4,
-    "lr_scheduler_type": "cosine", "warmup_steps": 1, "packing": False, "save_strategy": "no",
-    "report_to": "none", "dataloader_num_workers": 0,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 4,
+    "learning_rate": 2e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 1,
+    "packing": False,
+    "save_strategy": "no",
+    "report_to": "none",
+    "dataloader_num_workers": 0,
 }
 
 

@@ -62,11 +62,18 @@ def record(params: dict, seed: int, sets: dict) -> dict:
         wall = time.perf_counter() - t0
     setup = sum(final.get(f"phase_{p}_s", 0.0) for p in ("data", "load", "lora", "base_eval"))
     return {
-        "config": params, "seed": seed, "base_eval_loss": final["base_eval_loss"], "setup_s": round(setup, 3),
+        "config": params,
+        "seed": seed,
+        "base_eval_loss": final["base_eval_loss"],
+        "setup_s": round(setup, 3),
         "total_steps": final["total_steps"],
-        "curve": [{"step": m["step"], "eval_loss": m["eval_loss"], "train_s": round(m["elapsed_s"], 3)}
-                  for m in reporter.history],
-        "final_s": round(wall, 3), "base_reused": final["base_reused"], "compiled": final["compiled"],
+        "curve": [
+            {"step": m["step"], "eval_loss": m["eval_loss"], "train_s": round(m["elapsed_s"], 3)}
+            for m in reporter.history
+        ],
+        "final_s": round(wall, 3),
+        "base_reused": final["base_reused"],
+        "compiled": final["compiled"],
         "phases": {k: v for k, v in final.items() if k.startswith("phase_")},
     }
 
@@ -77,13 +84,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--part", default="0/1", help="i/n: this process's contiguous share of the configs")
     ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
     ap.add_argument("--limit", type=int, default=None, help="at most this many configs (a quick check)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="k=v on every trial (checks on a CPU)")
+    ap.add_argument(
+        "--set", dest="sets", action="append", default=[], help="k=v on every trial (checks on a CPU)"
+    )
     ap.add_argument("--meta", type=Path, help="write the space and base (the replay's sidecar) and exit")
     args = ap.parse_args(argv)
     if args.meta:
-        args.meta.write_text(json.dumps({"space": SPACE, "base": BASE, "seeds": args.seeds,
-                                         "command": "python -m benchmarks.grid --part i/n (benchmarks/grid_gpu.sh)"},
-                                        indent=1))
+        args.meta.write_text(
+            json.dumps(
+                {
+                    "space": SPACE,
+                    "base": BASE,
+                    "seeds": args.seeds,
+                    "command": "python -m benchmarks.grid --part i/n (benchmarks/grid_gpu.sh)",
+                },
+                indent=1,
+            )
+        )
         return
     sets = {k: v for k, _, v in (s.partition("=") for s in args.sets)}
     sets = {k: json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v for k, v in sets.items()}
@@ -93,8 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     mine = todo[i * chunk : (i + 1) * chunk]
     done = set()
     if args.out.is_file():  # resumable: a part cut off by the call's time limit continues where it was
-        done = {json.dumps([r["config"], r["seed"]], sort_keys=True)
-                for r in map(json.loads, args.out.read_text().splitlines()) if r}
+        done = {
+            json.dumps([r["config"], r["seed"]], sort_keys=True)
+            for r in map(json.loads, args.out.read_text().splitlines())
+            if r
+        }
     with args.out.open("a") as f:
         for params, seed in mine:
             if json.dumps([params, seed], sort_keys=True) in done:
@@ -102,7 +122,10 @@ def main(argv: list[str] | None = None) -> None:
             row = record(params, seed, sets)
             f.write(json.dumps(row) + "\n")
             f.flush()
-            print(f"{params} seed {seed}: {row['curve'][-1]['eval_loss']:.4f} in {row['final_s']:.1f}s", flush=True)
+            print(
+                f"{params} seed {seed}: {row['curve'][-1]['eval_loss']:.4f} in {row['final_s']:.1f}s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -74,8 +74,12 @@ def _base_cfg(epochs: float, max_steps: int | None, overrides: list[str]):  # no
         training["seed"] = int(os.environ["QUALITY_SEED"])
     if max_steps:
         training["max_steps"] = max_steps
-    raw = {"model": {"path": os.environ.get("QUALITY_MODEL", MODEL)}, "data": {"source": DATA}, "training": training,
-           "quantization": {"bits": int(os.environ.get("QUALITY_BITS", "4"))}}
+    raw = {
+        "model": {"path": os.environ.get("QUALITY_MODEL", MODEL)},
+        "data": {"source": DATA},
+        "training": training,
+        "quantization": {"bits": int(os.environ.get("QUALITY_BITS", "4"))},
+    }
     return validate(TrialConfig, apply_overrides(raw, overrides))
 
 
@@ -116,7 +120,9 @@ class _Collect:
 
     def report(self, metrics: dict, checkpoint) -> None:  # noqa: ANN001, ARG002
         self.history.append(dict(metrics))
-        print("  report", {k: metrics[k] for k in ("step", "train_loss", "eval_loss", "elapsed_s")}, flush=True)
+        print(
+            "  report", {k: metrics[k] for k in ("step", "train_loss", "eval_loss", "elapsed_s")}, flush=True
+        )
 
 
 def run_ours(name: str, epochs: float, max_steps: int | None, overrides: list[str]) -> dict:
@@ -143,7 +149,8 @@ def run_ours(name: str, epochs: float, max_steps: int | None, overrides: list[st
     t = cfg.training
     return {
         "name": name,
-        "recipe": "ours: run_trial, TrialConfig defaults" + (f" + {' '.join(overrides)}" if overrides else ""),
+        "recipe": "ours: run_trial, TrialConfig defaults"
+        + (f" + {' '.join(overrides)}" if overrides else ""),
         "overrides": overrides,
         "micro_batch": f"{t.batch_size} x {t.max_seq_len}{' packed' if t.packing else ' padded'}, accum {t.grad_accum}",
         "lora": cfg.lora.model_dump(),
@@ -156,7 +163,9 @@ def run_ours(name: str, epochs: float, max_steps: int | None, overrides: list[st
         "train_loss_last_window": final["train_loss"],
         "optimizer_steps": final["total_steps"],
         "tokens_trained": round(final["tokens_per_s"] * final["elapsed_s"]),
-        "train_s": final["elapsed_s"],  # training + the final eval (run_trial's clock starts after the base eval)
+        "train_s": final[
+            "elapsed_s"
+        ],  # training + the final eval (run_trial's clock starts after the base eval)
         "wall_s": wall,
         "lora_init": fingerprint.get("lora_init"),
         "trainable_params": final["trainable_params"],
@@ -217,11 +226,19 @@ def run_seed(name: str, epochs: float, max_steps: int | None, optim: str, grad_c
         "name": name,
         "recipe": f"seed: {SEED_RECIPE}, {optim}" + ("" if grad_ckpt else ", grad ckpt OFF"),
         "micro_batch": "4 x <=512 padded, accum 4",
-        "lora": {"r": common.SEED_LORA["r"], "alpha": common.SEED_LORA["lora_alpha"],
-                 "dropout": common.SEED_LORA["lora_dropout"], "target_modules": "all-linear"},
+        "lora": {
+            "r": common.SEED_LORA["r"],
+            "alpha": common.SEED_LORA["lora_alpha"],
+            "dropout": common.SEED_LORA["lora_dropout"],
+            "target_modules": "all-linear",
+        },
         "quantization": cfg.quantization.model_dump(),
-        "optimizer": optim + (" (bitsandbytes falls back to non-paged on the CPU)" if "paged" in optim and
-                              device.type != "cuda" else ""),
+        "optimizer": optim
+        + (
+            " (bitsandbytes falls back to non-paged on the CPU)"
+            if "paged" in optim and device.type != "cuda"
+            else ""
+        ),
         "base_eval_loss": base["eval_loss"],
         "eval_loss": ev["eval_loss"],
         "eval_tokens": ev["eval_tokens"],
@@ -276,27 +293,52 @@ def _row(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.recipe == "seed":
-        row = run_seed(args.name, args.epochs, args.max_steps, args.seed_optim, not args.no_grad_ckpt, out / "seed-tmp")
+        row = run_seed(
+            args.name, args.epochs, args.max_steps, args.seed_optim, not args.no_grad_ckpt, out / "seed-tmp"
+        )
     else:
         row = run_ours(args.name, args.epochs, args.max_steps, args.set or [])
     row["env"] = _env()
     (out / f"{args.name}.json").write_text(json.dumps(row, indent=1))
-    print("row", json.dumps({k: row[k] for k in ("name", "base_eval_loss", "eval_loss", "optimizer_steps",
-                                                  "tokens_trained", "train_s")}), flush=True)
+    print(
+        "row",
+        json.dumps(
+            {
+                k: row[k]
+                for k in (
+                    "name",
+                    "base_eval_loss",
+                    "eval_loss",
+                    "optimizer_steps",
+                    "tokens_trained",
+                    "train_s",
+                )
+            }
+        ),
+        flush=True,
+    )
 
 
 def summarize(rows: list[dict], epochs: float, max_steps: int | None) -> dict:
     by = {r["name"]: r for r in rows}
     seed = by.get("seed")
-    result: dict = {"model": os.environ.get("QUALITY_MODEL", MODEL), "data": DATA, "epochs": epochs, "max_steps": max_steps, "target": TARGET,
-                    "rows": rows}
+    result: dict = {
+        "model": os.environ.get("QUALITY_MODEL", MODEL),
+        "data": DATA,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "target": TARGET,
+        "rows": rows,
+    }
     for r in rows:
         r["drop_from_base"] = r["base_eval_loss"] - r["eval_loss"]
         if seed is not None:
             r["rel_diff_vs_seed"] = (r["eval_loss"] - seed["eval_loss"]) / seed["eval_loss"]
             # 2% of the loss is loose when the loss falls only a few % from the base: also give the
             # share of the seed's improvement that the row reached.
-            r["share_of_seed_drop"] = r["drop_from_base"] / seed["drop_from_base"] if seed["drop_from_base"] else None
+            r["share_of_seed_drop"] = (
+                r["drop_from_base"] / seed["drop_from_base"] if seed["drop_from_base"] else None
+            )
     if seed is not None and "ours" in by:
         diff = by["ours"]["rel_diff_vs_seed"]
         result["ours_vs_seed"] = diff
@@ -323,8 +365,11 @@ def table(result: dict) -> str:
             f"{r['optimizer_steps']} | {r['train_s'] / 60:.1f} |"
         )
     if "verdict" in result:
-        lines += ["", f"ours vs seed: {100 * result['ours_vs_seed']:+.2f}% (target: within {100 * TARGET:.0f}%): "
-                      f"**{result['verdict']}**"]
+        lines += [
+            "",
+            f"ours vs seed: {100 * result['ours_vs_seed']:+.2f}% (target: within {100 * TARGET:.0f}%): "
+            f"**{result['verdict']}**",
+        ]
     return "\n".join(lines)
 
 
@@ -334,21 +379,47 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--bits", type=int, choices=[4, 8, 16], default=4, help="base weights of both recipes")
     p.add_argument("--model", default=MODEL, help="built-in model (smollm2-135m; tiny as a fast proxy)")
-    p.add_argument("--max-steps", type=int, default=None, help="timing probe: stop both recipes after N steps")
-    p.add_argument("--only", choices=["seed", "ours", "none"], action="append",
-                   help="run only these of the two main rows (repeatable; none: only --diag/--variant rows)")
-    p.add_argument("--diag", nargs="+", metavar="KEY=VALUE", help="also run ours with these overrides (ours-diag)")
-    p.add_argument("--variant", nargs="+", action="append", metavar="NAME|KEY=VALUE",
-                   help="also run ours as row NAME with these overrides (repeatable): --variant lr1e-3 training.lr=1e-3")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="timing probe: stop both recipes after N steps"
+    )
+    p.add_argument(
+        "--only",
+        choices=["seed", "ours", "none"],
+        action="append",
+        help="run only these of the two main rows (repeatable; none: only --diag/--variant rows)",
+    )
+    p.add_argument(
+        "--diag", nargs="+", metavar="KEY=VALUE", help="also run ours with these overrides (ours-diag)"
+    )
+    p.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        metavar="NAME|KEY=VALUE",
+        help="also run ours as row NAME with these overrides (repeatable): --variant lr1e-3 training.lr=1e-3",
+    )
     p.add_argument("--seed", type=int, help="training.seed of both recipes (default: TrialConfig's)")
-    p.add_argument("--ours-set", nargs="+", metavar="KEY=VALUE",
-                   help="run settings for our rows that leave the math alone, e.g. "
-                   "training.gradient_checkpointing='\"on\"' (quote it: bare on is YAML's true)")
-    p.add_argument("--seed-optim", default="paged_adamw_32bit", help="the seed's optimizer (adamw_torch: plain)")
-    p.add_argument("--no-grad-ckpt", action="store_true", help="seed without gradient checkpointing (same math)")
-    p.add_argument("--parallel", action="store_true",
-                   help="run the rows at the same time (wall times then share the CPU: compare losses only)")
-    p.add_argument("--summarize", action="store_true", help="only rebuild quality.json and the table from OUT")
+    p.add_argument(
+        "--ours-set",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="run settings for our rows that leave the math alone, e.g. "
+        "training.gradient_checkpointing='\"on\"' (quote it: bare on is YAML's true)",
+    )
+    p.add_argument(
+        "--seed-optim", default="paged_adamw_32bit", help="the seed's optimizer (adamw_torch: plain)"
+    )
+    p.add_argument(
+        "--no-grad-ckpt", action="store_true", help="seed without gradient checkpointing (same math)"
+    )
+    p.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the rows at the same time (wall times then share the CPU: compare losses only)",
+    )
+    p.add_argument(
+        "--summarize", action="store_true", help="only rebuild quality.json and the table from OUT"
+    )
     p.add_argument("--recipe", choices=["seed", "ours"], help=argparse.SUPPRESS)  # one row, in this process
     p.add_argument("--name", help=argparse.SUPPRESS)
     p.add_argument("--set", action="append", help=argparse.SUPPRESS)
@@ -375,8 +446,18 @@ def main() -> None:
         if "=" in name or name in ("seed", "ours", "ours-diag"):
             raise SystemExit(f"--variant: the first value is the row's name, got {name!r}")
         plan.append((name, "ours", base + sets))
-    common = ["--out", str(out), "--epochs", str(args.epochs), "--seed-optim", args.seed_optim, "--model", args.model,
-              "--bits", str(args.bits)]
+    common = [
+        "--out",
+        str(out),
+        "--epochs",
+        str(args.epochs),
+        "--seed-optim",
+        args.seed_optim,
+        "--model",
+        args.model,
+        "--bits",
+        str(args.bits),
+    ]
     common += ["--max-steps", str(args.max_steps)] if args.max_steps else []
     common += ["--no-grad-ckpt"] if args.no_grad_ckpt else []
     procs = []
@@ -401,7 +482,11 @@ def _row_order(f: Path) -> tuple:
 
 def _summarize(out: Path, args: argparse.Namespace) -> None:
     """OUT/quality.json and the table from the rows in OUT (also rows of earlier invocations)."""
-    rows = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"), key=_row_order) if f.name != "quality.json"]
+    rows = [
+        json.loads(f.read_text())
+        for f in sorted(out.glob("*.json"), key=_row_order)
+        if f.name != "quality.json"
+    ]
     result = summarize(rows, args.epochs, args.max_steps)
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     print(table(result))

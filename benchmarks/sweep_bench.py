@@ -23,17 +23,26 @@ from benchmarks.scaling import UtilPoller, util_summary
 from trainables.phases import PHASES
 
 YAML = Path(__file__).with_name("sweep_e2e.yaml")
-SINGLE = ["lora.r=8", "lora.target_modules=all-linear", "quantization.bits=4", "training.max_steps=60",
-          "training.eval_interval=30", "model.path=/tmp/qlora-bench/model", "data.source=/tmp/qlora-bench/data.jsonl",
-          "data.eval_rows=100"]
+SINGLE = [
+    "lora.r=8",
+    "lora.target_modules=all-linear",
+    "quantization.bits=4",
+    "training.max_steps=60",
+    "training.eval_interval=30",
+    "model.path=/tmp/qlora-bench/model",
+    "data.source=/tmp/qlora-bench/data.jsonl",
+    "data.eval_rows=100",
+]
 
 
 def single(sets: list[str], out: Path) -> dict:
     """One trial in a fresh process (nothing cached in memory), its final metrics."""
-    code = ("import json, sys; from trainables.config import load_trial_config; "
-            "from trainables.reporting import PrintReporter; from trainables.trial import run_trial; "
-            "m = run_trial(load_trial_config(None, sys.argv[2:]), PrintReporter(sys.argv[1])); "
-            "print('RESULT', json.dumps({k: v for k, v in m.items() if isinstance(v, (int, float, str, bool))}))")
+    code = (
+        "import json, sys; from trainables.config import load_trial_config; "
+        "from trainables.reporting import PrintReporter; from trainables.trial import run_trial; "
+        "m = run_trial(load_trial_config(None, sys.argv[2:]), PrintReporter(sys.argv[1])); "
+        "print('RESULT', json.dumps({k: v for k, v in m.items() if isinstance(v, (int, float, str, bool))}))"
+    )
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-c", code, str(out), *sets], capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -49,46 +58,96 @@ def trial_rows(experiment: Path) -> list[dict]:
         reports = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
         if reports:
             last = reports[-1]
-            rows.append({**{k: v for k, v in last.items() if not isinstance(v, dict)},
-                         "params": last.get("config", {}), "start": last["wall_time"] - last["time_total_s"]})
+            rows.append(
+                {
+                    **{k: v for k, v in last.items() if not isinstance(v, dict)},
+                    "params": last.get("config", {}),
+                    "start": last["wall_time"] - last["time_total_s"],
+                }
+            )
     return sorted(rows, key=lambda r: r["start"])
 
 
 def sweep(sets: list[str], storage: Path) -> dict:
     poller = UtilPoller().start()
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(YAML), "--set", f"storage_path={storage}",
-                           *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweep.cli",
+            "run",
+            str(YAML),
+            "--set",
+            f"storage_path={storage}",
+            *[a for s in sets for a in ("--set", s)],
+        ],
+        capture_output=True,
+        text=True,
+    )
     t1 = time.time()
     samples = poller.stop()
     rows = trial_rows(storage / "e2e")
     tokens = sum(r.get("tokens", 0) for r in rows)
     span = (max(r["wall_time"] for r in rows) - min(r["start"] for r in rows)) if rows else None
-    return {"sets": sets, "exit": proc.returncode, "process_wall_s": t1 - t0, "trials_span_s": span,
-            "trials": len(rows), "tokens": tokens, "util": util_summary(samples, t0, t1),
-            "effective_tokens_per_s_process": tokens / (t1 - t0),
-            "effective_tokens_per_s_span": tokens / span if span else None,
-            "rows": rows, "log_tail": (proc.stdout + proc.stderr)[-3000:]}
+    return {
+        "sets": sets,
+        "exit": proc.returncode,
+        "process_wall_s": t1 - t0,
+        "trials_span_s": span,
+        "trials": len(rows),
+        "tokens": tokens,
+        "util": util_summary(samples, t0, t1),
+        "effective_tokens_per_s_process": tokens / (t1 - t0),
+        "effective_tokens_per_s_span": tokens / span if span else None,
+        "rows": rows,
+        "log_tail": (proc.stdout + proc.stderr)[-3000:],
+    }
 
 
 def phase_table(rows: list[dict]) -> str:
-    cols = ["trial", "r", "targets", "reused", "compiled"] + [p for p in PHASES] + ["fixed", "total", "train tok/s"]
+    cols = (
+        ["trial", "r", "targets", "reused", "compiled"]
+        + [p for p in PHASES]
+        + ["fixed", "total", "train tok/s"]
+    )
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     for r in rows:
         p = r["params"]
-        lines.append(" | ".join(str(x) for x in [
-            r.get("trial_id", "?"), p.get("lora.r"), p.get("lora.target_modules"), r.get("base_reused"),
-            r.get("compiled"), *[f"{r.get(f'phase_{ph}_s', 0):.1f}" for ph in PHASES], f"{r.get('fixed_s', 0):.1f}",
-            f"{r.get('trial_wall_s', 0):.1f}", f"{r.get('train_tokens_per_s', 0):,.0f}"]))
+        lines.append(
+            " | ".join(
+                str(x)
+                for x in [
+                    r.get("trial_id", "?"),
+                    p.get("lora.r"),
+                    p.get("lora.target_modules"),
+                    r.get("base_reused"),
+                    r.get("compiled"),
+                    *[f"{r.get(f'phase_{ph}_s', 0):.1f}" for ph in PHASES],
+                    f"{r.get('fixed_s', 0):.1f}",
+                    f"{r.get('trial_wall_s', 0):.1f}",
+                    f"{r.get('train_tokens_per_s', 0):,.0f}",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--sweep-sets", nargs="*", default=[], help="--set overrides for the sweep, e.g. training.compile=true")
-    ap.add_argument("--single-sets", nargs="*", default=["training.compile=true"],
-                    help="one alone per value: ';'-separated overrides, e.g. 'training.compile=true'")
+    ap.add_argument(
+        "--sweep-sets",
+        nargs="*",
+        default=[],
+        help="--set overrides for the sweep, e.g. training.compile=true",
+    )
+    ap.add_argument(
+        "--single-sets",
+        nargs="*",
+        default=["training.compile=true"],
+        help="one alone per value: ';'-separated overrides, e.g. 'training.compile=true'",
+    )
     ap.add_argument("--skip-single", action="store_true")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -99,19 +158,26 @@ def main(argv: list[str] | None = None) -> None:
             extra = [s for s in spec.split(";") if s]
             r = single(SINGLE + extra, Path("/tmp/single") / spec.replace("=", "-").replace(";", "_"))
             result["single"][spec] = r
-            print(f"single {spec}: steady {r.get('train_tokens_per_s', 0):,.0f} tok/s, wall {r['wall_s']:.0f}s, "
-                  f"fixed {r.get('fixed_s', 0):.1f}s, compiled {r.get('compiled')} ({r.get('compile_reason')})", flush=True)
+            print(
+                f"single {spec}: steady {r.get('train_tokens_per_s', 0):,.0f} tok/s, wall {r['wall_s']:.0f}s, "
+                f"fixed {r.get('fixed_s', 0):.1f}s, compiled {r.get('compiled')} ({r.get('compile_reason')})",
+                flush=True,
+            )
     s = sweep(args.sweep_sets, Path("/tmp/e2e-" + str(int(time.time()))))
     result["sweep"] = s
     (args.out / "sweep_bench.json").write_text(json.dumps(result, indent=1, default=str))
     steady = max((r.get("train_tokens_per_s", 0) for r in result["single"].values()), default=0)
     util = next(iter(s["util"].values()), {}).get("mean_util_pct")
-    print(f"\nsweep {s['sets']}: exit {s['exit']}, {s['trials']} trials, {s['tokens']:,} tokens; wall {s['process_wall_s']:.0f}s "
-          f"(process), {s['trials_span_s'] or 0:.0f}s (first trial start -> last report)")
-    print(f"effective tokens/s: {s['effective_tokens_per_s_process']:,.0f} (process wall), "
-          f"{s['effective_tokens_per_s_span'] or 0:,.0f} (trials' span); one trial steady {steady:,.0f}: "
-          f"{100 * s['effective_tokens_per_s_process'] / max(steady, 1):.0f}% / "
-          f"{100 * (s['effective_tokens_per_s_span'] or 0) / max(steady, 1):.0f}%; mean GPU util {util}%")
+    print(
+        f"\nsweep {s['sets']}: exit {s['exit']}, {s['trials']} trials, {s['tokens']:,} tokens; wall {s['process_wall_s']:.0f}s "
+        f"(process), {s['trials_span_s'] or 0:.0f}s (first trial start -> last report)"
+    )
+    print(
+        f"effective tokens/s: {s['effective_tokens_per_s_process']:,.0f} (process wall), "
+        f"{s['effective_tokens_per_s_span'] or 0:,.0f} (trials' span); one trial steady {steady:,.0f}: "
+        f"{100 * s['effective_tokens_per_s_process'] / max(steady, 1):.0f}% / "
+        f"{100 * (s['effective_tokens_per_s_span'] or 0) / max(steady, 1):.0f}%; mean GPU util {util}%"
+    )
     table = phase_table(s["rows"])
     (args.out / "phases.md").write_text(table + "\n")
     print(table)

@@ -39,9 +39,14 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_
                 enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(device)
                 kwargs = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.do_sample else {}
                 out = model.generate(
-                    **enc, max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
-                    repetition_penalty=cfg.repetition_penalty, pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id, use_cache=True, **kwargs,
+                    **enc,
+                    max_new_tokens=cfg.max_new_tokens,
+                    do_sample=cfg.do_sample,
+                    repetition_penalty=cfg.repetition_penalty,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    use_cache=True,
+                    **kwargs,
                 )
                 new = out[:, enc["input_ids"].shape[1] :]
                 outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -29,13 +29,22 @@ def _examples_dir() -> Path:
 
 
 def _add_sets(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field by dotted path, e.g. --set lora.r=16 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by dotted path, e.g. --set lora.r=16 (repeatable)",
+    )
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--verbose", action="store_true",
-                   help="show every trial's and library's output on the console (default: in each trial's trial.log)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every trial's and library's output on the console (default: in each trial's trial.log)",
+    )
 
 
 def cmd_train(a) -> int:
@@ -50,10 +59,14 @@ def cmd_train(a) -> int:
     reporter = PrintReporter(out, keep=cfg.training.keep_checkpoints, resume=not a.fresh)
     started = time.perf_counter()
     final = run_trial(cfg, reporter)
-    print(f"\ntrained {cfg.model.path} ({cfg.quantization.bits}-bit, r={cfg.lora.r}, "
-          f"{cfg.lora.target_modules}) in {time.perf_counter() - started:.0f}s")
-    print(f"eval loss {final['base_eval_loss']:.4f} (base) -> {final['eval_loss']:.4f}; "
-          f"perplexity {final['perplexity']:.2f}; trainable params {final['trainable_params']:,}")
+    print(
+        f"\ntrained {cfg.model.path} ({cfg.quantization.bits}-bit, r={cfg.lora.r}, "
+        f"{cfg.lora.target_modules}) in {time.perf_counter() - started:.0f}s"
+    )
+    print(
+        f"eval loss {final['base_eval_loss']:.4f} (base) -> {final['eval_loss']:.4f}; "
+        f"perplexity {final['perplexity']:.2f}; trainable params {final['trainable_params']:,}"
+    )
     if final.get("data_stats"):
         print(f"data: {describe_stats(final['data_stats'])}")
     print(describe_phases(final))
@@ -174,7 +187,9 @@ def parser(entry_points: Iterable[EntryPoint] | None = None) -> argparse.Argumen
     _add_sets(jc)
     jc.set_defaults(fn=cmd_judge_check)
     fm = sub.add_parser("fetch-model", help="fetch and convert a built-in model into the cache")
-    fm.add_argument("name", help="smollm2-135m, tiny, or a portable name as adapters record it (qlora-sweep:<build>)")
+    fm.add_argument(
+        "name", help="smollm2-135m, tiny, or a portable name as adapters record it (qlora-sweep:<build>)"
+    )
     fm.set_defaults(fn=cmd_fetch_model)
     add_commands_of(sub, entry_points)
     return p

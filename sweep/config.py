@@ -23,12 +23,18 @@ DOMAINS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 
 
 class SchedulerConfig(Strict):
-    type: Literal["asha", "none"] = Field("asha", description="ASHA stops weak trials at eval rungs; 'none' runs all to the end.")
+    type: Literal["asha", "none"] = Field(
+        "asha", description="ASHA stops weak trials at eval rungs; 'none' runs all to the end."
+    )
     grace_period: int = Field(
-        1, ge=1, description="Reports (eval intervals) every trial gets before it can be stopped (1 beat 2 and 3 in the replay)."
+        1,
+        ge=1,
+        description="Reports (eval intervals) every trial gets before it can be stopped (1 beat 2 and 3 in the replay).",
     )
     reduction_factor: float = Field(
-        2, gt=1, description="ASHA keeps 1/reduction_factor of the trials at each rung (2, 3 and 4 tied in the replay)."
+        2,
+        gt=1,
+        description="ASHA keeps 1/reduction_factor of the trials at each rung (2, 3 and 4 tied in the replay).",
     )
 
 
@@ -37,15 +43,21 @@ class SearchConfig(Strict):
         default_factory=dict,
         description="Dotted trial path -> {choice: [...]} | {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]}.",
     )
-    metric: str = Field("eval_loss", description="Reported metric to optimise, or 'objective' with `weights`.")
+    metric: str = Field(
+        "eval_loss", description="Reported metric to optimise, or 'objective' with `weights`."
+    )
     mode: Literal["min", "max"] = Field("min")
     weights: dict[str, float] | None = Field(
         None, description="objective = sum(weight * metric): e.g. {eval_loss: 1.0, judge_score: -0.1}."
     )
-    metric2: str | None = Field(None, description="Optional second objective (e.g. gpu_seconds): a Pareto front.")
+    metric2: str | None = Field(
+        None, description="Optional second objective (e.g. gpu_seconds): a Pareto front."
+    )
     mode2: Literal["min", "max"] = Field("min")
     num_samples: int = Field(8, ge=1, le=10000, description="Trials to run.")
-    max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once (also bounded by resources).")
+    max_concurrent_trials: int = Field(
+        2, ge=1, description="Trials running at once (also bounded by resources)."
+    )
     initial_points: list[dict[str, Any]] = Field(
         default_factory=list, description="Configurations evaluated first (dotted path -> value)."
     )
@@ -65,12 +77,16 @@ class SearchConfig(Strict):
     def _domains(cls, space: dict) -> dict:
         for path, dom in space.items():
             if len(dom) != 1 or next(iter(dom)) not in DOMAINS:
-                raise ValueError(f"{path}: one of {', '.join(DOMAINS)} with its values, e.g. {{choice: [4, 8]}}")
+                raise ValueError(
+                    f"{path}: one of {', '.join(DOMAINS)} with its values, e.g. {{choice: [4, 8]}}"
+                )
             kind, values = next(iter(dom.items()))
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{path}.{kind}: a non-empty list")
             if kind != "choice":
-                if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                if len(values) != 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+                ):
                     raise ValueError(f"{path}.{kind}: [low, high] numbers")
                 if not all(math.isfinite(v) for v in values):  # Tune/Optuna cannot sample [1, .inf]
                     raise ValueError(f"{path}.{kind}: finite numbers (got {values})")
@@ -84,18 +100,21 @@ class SearchConfig(Strict):
 class ResourcesConfig(Strict):
     cpu: float = Field(1, gt=0, description="CPUs per trial (per worker with workers_per_trial > 1).")
     gpu: float | Literal["auto"] = Field(
-        "auto", description="GPUs per trial; fractions pack trials on one GPU; auto = from the memory estimate (0 without GPUs)."
+        "auto",
+        description="GPUs per trial; fractions pack trials on one GPU; auto = from the memory estimate (0 without GPUs).",
     )
     gpu_memory_gb: float | None = Field(
         None, gt=0, description="Memory of one GPU for auto fractions and `plan`; default: detected, else 80."
     )
     workers_per_trial: int = Field(1, ge=1, description="Ray Train workers per trial (data parallel).")
     strategy: Literal["ddp", "fsdp"] = Field(
-        "ddp", description="Multi-worker trials: ddp = a whole model per worker; fsdp = base and adapter sharded "
-        "across the workers (for models bigger than one GPU; 4 or 16 bits, not 8)."
+        "ddp",
+        description="Multi-worker trials: ddp = a whole model per worker; fsdp = base and adapter sharded "
+        "across the workers (for models bigger than one GPU; 4 or 16 bits, not 8).",
     )
     keep_effective_batch: bool = Field(
-        True, description="With N workers, each takes batch_size / N rows so the effective batch stays as configured."
+        True,
+        description="With N workers, each takes batch_size / N rows so the effective batch stays as configured.",
     )
 
     @field_validator("gpu")
@@ -107,15 +126,21 @@ class ResourcesConfig(Strict):
 
 
 class TrackingConfig(Strict):
-    tracking_uri: str | None = Field(None, description="MLflow URI; default: $MLFLOW_TRACKING_URI, else sqlite under storage_path.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow URI; default: $MLFLOW_TRACKING_URI, else sqlite under storage_path."
+    )
     register_best: bool = Field(True, description="Register the best adapter in the MLflow model registry.")
     model_name: str | None = Field(None, description="Registered model name; default: the sweep name.")
     merge: bool = Field(False, description="Also register a merged 16-bit model (base + adapter).")
 
 
 class SweepConfig(TrialConfig):
-    name: str = Field("qlora-sweep", pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name (letters, digits, _ . -).")
-    storage_path: str = Field("~/qlora-sweep-results", description="Local dir, NFS path or cloud URI (s3://, gs://).")
+    name: str = Field(
+        "qlora-sweep", pattern=r"^[A-Za-z0-9_.-]+$", description="Experiment name (letters, digits, _ . -)."
+    )
+    storage_path: str = Field(
+        "~/qlora-sweep-results", description="Local dir, NFS path or cloud URI (s3://, gs://)."
+    )
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial, from its last checkpoint.")
     search: SearchConfig = Field(default_factory=SearchConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
@@ -132,7 +157,11 @@ class SweepConfig(TrialConfig):
         return self.model_dump(include=set(TrialConfig.model_fields))
 
     def storage(self) -> str:
-        return self.storage_path if "://" in self.storage_path else str(Path(self.storage_path).expanduser().resolve())
+        return (
+            self.storage_path
+            if "://" in self.storage_path
+            else str(Path(self.storage_path).expanduser().resolve())
+        )
 
     def tracking_uri(self) -> str:
         if self.tracking.tracking_uri:
@@ -140,7 +169,9 @@ class SweepConfig(TrialConfig):
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return os.environ["MLFLOW_TRACKING_URI"]
         if "://" in self.storage_path:
-            raise ConfigError("tracking.tracking_uri", None, "an MLflow server URI when storage_path is remote")
+            raise ConfigError(
+                "tracking.tracking_uri", None, "an MLflow server URI when storage_path is remote"
+            )
         return f"sqlite:///{Path(self.storage()) / 'mlflow.db'}"
 
 
@@ -154,7 +185,11 @@ def check_space(cfg: SweepConfig) -> None:
     for n, point in enumerate(cfg.search.initial_points):
         for path, value in point.items():
             if path not in cfg.search.space:
-                raise ConfigError(f"search.initial_points[{n}].{path}", value, f"paths in search.space: {', '.join(cfg.search.space)}")
+                raise ConfigError(
+                    f"search.initial_points[{n}].{path}",
+                    value,
+                    f"paths in search.space: {', '.join(cfg.search.space)}",
+                )
             _check_in_domain(cfg.search.space[path], value, f"search.initial_points[{n}].{path}")
             _check_value(base, path, value, f"search.initial_points[{n}].{path}")
 

@@ -21,8 +21,14 @@ from trainables.model import count_trainable_params_for, load_config
 
 CHARS_PER_TOKEN = 4.0  # English text with a BPE vocabulary: a plan needs no tokenizer
 
-SHAPE_PATHS = ("model.path", "lora.r", "lora.target_modules", "quantization.bits", "training.batch_size",
-               "training.max_seq_len")
+SHAPE_PATHS = (
+    "model.path",
+    "lora.r",
+    "lora.target_modules",
+    "quantization.bits",
+    "training.batch_size",
+    "training.max_seq_len",
+)
 
 
 def shape_combinations(cfg: SweepConfig) -> list[dict]:
@@ -43,7 +49,10 @@ def epoch_tokens(trial: TrialConfig) -> int | None:
         rows = load_rows(trial.data)
     except ConfigError:
         return None
-    chars = sum(len(prompt_for(trial.data.template, r["product"], r["category"])) + len(r["description"]) for r in rows)
+    chars = sum(
+        len(prompt_for(trial.data.template, r["product"], r["category"])) + len(r["description"])
+        for r in rows
+    )
     return int(chars / CHARS_PER_TOKEN * max(0, len(rows) - trial.data.eval_rows) / max(len(rows), 1))
 
 
@@ -51,7 +60,9 @@ def train_tokens(trial: TrialConfig, per_epoch: int | None) -> int:
     """Tokens one trial trains on (what its FLOPs scale with): packed steps are full rows."""
     t = trial.training
     if t.max_steps:  # unpacked rows are padded to the batch's longest: about half of max_seq_len
-        return int(t.max_steps * t.grad_accum * t.batch_size * (t.max_seq_len if t.packing else t.max_seq_len / 2))
+        return int(
+            t.max_steps * t.grad_accum * t.batch_size * (t.max_seq_len if t.packing else t.max_seq_len / 2)
+        )
     return int(t.epochs * (per_epoch if per_epoch is not None else 10**6))
 
 
@@ -70,14 +81,31 @@ def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> list[dict]:
         usable = 0.9 * gpu_memory_gb
         fits = fast.total_gb <= usable or lean.total_gb <= usable
         memory_fit = max(int(usable // fast.total_gb), 1 if fits else 0)
-        conc = choose(memory_fit, count_params(mc), train_tokens(trial, per_epoch), trial.training.compile,
-                      trial.training.packing) if fits else None
-        rows.append({
-            **combo, "trainable_params": params, "est_gb": round(fast.total_gb, 2),
-            "est_gb_ckpt": round(lean.total_gb, 2), "grad_ckpt": "off" if fast.total_gb <= usable else "on",
-            "fits_one_gpu": fits, "memory_fit": memory_fit, "trials_per_gpu": conc.per_gpu if conc else 0,
-            "workers_needed": _workers_needed(lean, usable), "why": conc.why() if conc else "does not fit one GPU",
-        })
+        conc = (
+            choose(
+                memory_fit,
+                count_params(mc),
+                train_tokens(trial, per_epoch),
+                trial.training.compile,
+                trial.training.packing,
+            )
+            if fits
+            else None
+        )
+        rows.append(
+            {
+                **combo,
+                "trainable_params": params,
+                "est_gb": round(fast.total_gb, 2),
+                "est_gb_ckpt": round(lean.total_gb, 2),
+                "grad_ckpt": "off" if fast.total_gb <= usable else "on",
+                "fits_one_gpu": fits,
+                "memory_fit": memory_fit,
+                "trials_per_gpu": conc.per_gpu if conc else 0,
+                "workers_needed": _workers_needed(lean, usable),
+                "why": conc.why() if conc else "does not fit one GPU",
+            }
+        )
     return rows
 
 
@@ -91,21 +119,35 @@ def _workers_needed(lean, usable_gb: float) -> int | str:
 
 def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> str:
     """The plan as text: the space, then one table row per combination."""
-    lines = [f"sweep {cfg.name}: {cfg.search.num_samples} trials, metric {cfg.search.metric} ({cfg.search.mode}), "
-             f"max {cfg.search.max_concurrent_trials} at once", "search space:"]
-    lines += [f"  {line}" for line in describe(cfg.search.space)] or ["  (none: every trial uses the base config)"]
+    lines = [
+        f"sweep {cfg.name}: {cfg.search.num_samples} trials, metric {cfg.search.metric} ({cfg.search.mode}), "
+        f"max {cfg.search.max_concurrent_trials} at once",
+        "search space:",
+    ]
+    lines += [f"  {line}" for line in describe(cfg.search.space)] or [
+        "  (none: every trial uses the base config)"
+    ]
     rows = plan_rows(cfg, gpu_memory_gb)
     keys = [k for k in SHAPE_PATHS if any(k in r for r in rows)]
-    cols = keys + ["trainable_params", "est_gb", "grad_ckpt", "memory_fit", "trials_per_gpu", "fits_one_gpu",
-                   "workers_needed"]
+    cols = keys + [
+        "trainable_params",
+        "est_gb",
+        "grad_ckpt",
+        "memory_fit",
+        "trials_per_gpu",
+        "fits_one_gpu",
+        "workers_needed",
+    ]
     table = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     lines.append(f"per combination (GPU of {gpu_memory_gb:g} GiB; est_gb without gradient checkpointing):")
     lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
     heaviest = min(rows, key=lambda r: (r["trials_per_gpu"], -r["est_gb"]))
-    lines.append(f"gpu: auto shares a GPU between {heaviest['trials_per_gpu']} trials (the heaviest combination): "
-                 f"{heaviest['why']}")
+    lines.append(
+        f"gpu: auto shares a GPU between {heaviest['trials_per_gpu']} trials (the heaviest combination): "
+        f"{heaviest['why']}"
+    )
     return "\n".join(lines)
 
 

@@ -67,38 +67,55 @@ def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None
 
 
 def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None, verbose: bool = False):
-    trainable = tune.with_parameters(run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump(),
-                                     verbose=verbose)
+    trainable = tune.with_parameters(
+        run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump(), verbose=verbose
+    )
     resources = trial_resources(cfg)
     trainable = tune.with_resources(trainable, resources)
-    path = str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
+    path = (
+        str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
+    )
     callbacks = [*tune_callbacks(cfg), MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
     if "://" not in path:
         callbacks.append(StateBackup(path))
     if restore:
         if "://" not in path and repair_state(Path(path)) == "unrecoverable":
             raise ConfigError("EXPERIMENT", path, "an experiment directory with a readable Tune state")
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                  restart_errored=False, param_space=tune_space(cfg.search.space))
+        return tune.Tuner.restore(
+            path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            restart_errored=False,
+            param_space=tune_space(cfg.search.space),
+        )
     run_config = tune.RunConfig(
-        name=cfg.name, storage_path=cfg.storage(), callbacks=callbacks, stop=stop,
+        name=cfg.name,
+        storage_path=cfg.storage(),
+        callbacks=callbacks,
+        stop=stop,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
         verbose=0,  # Tune's own reporter prints errors only; TrialLines (in callbacks) prints the rest
     )
     tune_config = tune.TuneConfig(
-        search_alg=_searcher(cfg), scheduler=_scheduler(cfg, reports_per_trial(cfg)),
-        num_samples=cfg.search.num_samples, max_concurrent_trials=concurrent_trials(cfg, resources),
+        search_alg=_searcher(cfg),
+        scheduler=_scheduler(cfg, reports_per_trial(cfg)),
+        num_samples=cfg.search.num_samples,
+        max_concurrent_trials=concurrent_trials(cfg, resources),
         # A finished trial's worker process runs the next trial: imports, CUDA context and the loaded
         # base model (trainables/base_cache.py) are kept, which is most of a trial's fixed cost. Not for
         # Ray Train trials: their controller thread outlives Tune's reset timeout, failing the next trial.
         reuse_actors=cfg.resources.workers_per_trial == 1,
     )
-    return tune.Tuner(trainable, param_space=tune_space(cfg.search.space), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(
+        trainable, param_space=tune_space(cfg.search.space), tune_config=tune_config, run_config=run_config
+    )
 
 
-def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None = None,
-              stop=None, verbose: bool = False) -> SweepOutcome:
+def run_sweep(
+    cfg: SweepConfig, restore: bool = False, calibration: dict | None = None, stop=None, verbose: bool = False
+) -> SweepOutcome:
     """Run (or resume) the sweep to the end; failed trials are recorded, never fatal to the others.
 
     `stop` is Ray Tune's own stopping criterion (a dict of metric limits or a `tune.Stopper`) for
@@ -126,8 +143,16 @@ def run_sweep(cfg: SweepConfig, restore: bool = False, calibration: dict | None 
         best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
         _log_base_generations(uri, parent, best["checkpoint"])
     finish_sweep_run(uri, parent)
-    return SweepOutcome(results.experiment_path, best, len(finished), len(errors), len(finished) - len(complete),
-                        errors, parent, search=search.stats() if search else None)
+    return SweepOutcome(
+        results.experiment_path,
+        best,
+        len(finished),
+        len(errors),
+        len(finished) - len(complete),
+        errors,
+        parent,
+        search=search.stats() if search else None,
+    )
 
 
 def _best(cfg: SweepConfig, finished) -> dict | None:
@@ -137,9 +162,13 @@ def _best(cfg: SweepConfig, finished) -> dict | None:
         return None
     r = min(scored, key=lambda r: sign * r.metrics[metric])
     params = {k: v for k, v in r.config.items()}
-    return {"trial_id": r.metrics.get("trial_id"), "params": params, "metrics": r.metrics,
-            "config": trial_config(cfg.trial_dict(), params).model_dump(),
-            "checkpoint": r.checkpoint.path if r.checkpoint else None}
+    return {
+        "trial_id": r.metrics.get("trial_id"),
+        "params": params,
+        "metrics": r.metrics,
+        "config": trial_config(cfg.trial_dict(), params).model_dump(),
+        "checkpoint": r.checkpoint.path if r.checkpoint else None,
+    }
 
 
 def _log_base_generations(uri: str, parent: str, checkpoint: str | None) -> None:

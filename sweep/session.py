@@ -37,8 +37,11 @@ def _check_judge(cfg: SweepConfig) -> dict:
 
     result = calibrate_judge(cfg)
     if not result.get("judge_trusted", True):
-        log.warning("judge calibration accuracy %s is below judge.min_accuracy %.2f: its scores are not trustworthy",
-                    result.get("judge_accuracy"), cfg.judge.min_accuracy)
+        log.warning(
+            "judge calibration accuracy %s is below judge.min_accuracy %.2f: its scores are not trustworthy",
+            result.get("judge_accuracy"),
+            cfg.judge.min_accuracy,
+        )
     return result
 
 
@@ -58,8 +61,13 @@ def _register(cfg: SweepConfig, outcome: SweepOutcome) -> None:
     from sweep.registry import register_champion
 
     try:
-        version = register_champion(cfg.tracking_uri(), outcome.best["run_id"], cfg.tracking.model_name or cfg.name,
-                                    merge=cfg.tracking.merge, base_model_dir=outcome.best["config"]["model"]["path"])
+        version = register_champion(
+            cfg.tracking_uri(),
+            outcome.best["run_id"],
+            cfg.tracking.model_name or cfg.name,
+            merge=cfg.tracking.merge,
+            base_model_dir=outcome.best["config"]["model"]["path"],
+        )
         outcome.best["registered"] = version
     except Exception as err:  # noqa: BLE001 - the sweep's results stand even if the registry is unreachable
         log.warning("could not register the best adapter: %s", err)
@@ -77,8 +85,10 @@ def _report(cfg: SweepConfig, outcome: SweepOutcome) -> None:
 
 def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
     """The final lines: best trial, its config and metrics, its adapter, the base model's eval loss."""
-    lines = [f"\n=== sweep {cfg.name}: {outcome.finished} finished ({outcome.stopped_early} stopped early by ASHA), "
-             f"{outcome.failed} failed, {seconds:.0f}s ==="]
+    lines = [
+        f"\n=== sweep {cfg.name}: {outcome.finished} finished ({outcome.stopped_early} stopped early by ASHA), "
+        f"{outcome.failed} failed, {seconds:.0f}s ==="
+    ]
     logs = _trial_logs(outcome.experiment_path)
     for trial, reason in outcome.errors.items():
         lines.append(f"failed {trial}: {reason}")
@@ -96,14 +106,18 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
     lines += [f"  {k} = {v}" for k, v in best["params"].items()]
     base, ev = m.get("base_eval_loss"), m.get("eval_loss")
     if isinstance(base, float) and isinstance(ev, float):
-        lines.append(f"  eval loss: base model {base:.4f} -> best trial {ev:.4f} ({100 * (base - ev) / base:.1f}% lower)")
+        lines.append(
+            f"  eval loss: base model {base:.4f} -> best trial {ev:.4f} ({100 * (base - ev) / base:.1f}% lower)"
+        )
     for key in ("perplexity", "judge_score", "trainable_params", "tokens_per_s", "gpu_seconds"):
         if isinstance(m.get(key), (int, float)):
             lines.append(f"  {key} = {m[key]:.4g}" if isinstance(m[key], float) else f"  {key} = {m[key]:,}")
     lines.append(f"  adapter: {best['checkpoint']}/adapter")
     if best.get("registered"):
         r = best["registered"]
-        merged = f"; merged: {r['merged_name']} version {r.get('merged_version')}" if r.get("merged_name") else ""
+        merged = (
+            f"; merged: {r['merged_name']} version {r.get('merged_version')}" if r.get("merged_name") else ""
+        )
         lines.append(f"  registered: {r.get('name')} version {r.get('version')} as @{r.get('alias')}{merged}")
     if getattr(outcome, "report", None):
         lines.append(f"report: {outcome.report[1]}")

@@ -27,9 +27,11 @@ class Concurrency:
     busy: float  # predicted share of the GPU's time spent training at `per_gpu`
 
     def why(self) -> str:
-        return (f"{self.per_gpu} per GPU (memory fits {self.memory_fit}): a trial trains ~{self.train_s:.0f}s "
-                f"after ~{self.fixed_s:.0f}s of fixed cost, so {self.per_gpu} at once keep the GPU training "
-                f"~{100 * self.busy:.0f}% of the time (each extra trial costs ~{100 * SLICE_LOSS:.1f}% to time-slicing)")
+        return (
+            f"{self.per_gpu} per GPU (memory fits {self.memory_fit}): a trial trains ~{self.train_s:.0f}s "
+            f"after ~{self.fixed_s:.0f}s of fixed cost, so {self.per_gpu} at once keep the GPU training "
+            f"~{100 * self.busy:.0f}% of the time (each extra trial costs ~{100 * SLICE_LOSS:.1f}% to time-slicing)"
+        )
 
 
 def efficiency(k: int, train_s: float, fixed_s: float) -> float:
@@ -38,8 +40,9 @@ def efficiency(k: int, train_s: float, fixed_s: float) -> float:
     return overlap * (1 - SLICE_LOSS * (k - 1))
 
 
-def choose(memory_fit: int, n_params: int, train_tokens: int, compile_setting, packing: bool,
-           max_per_gpu: int = 8) -> Concurrency:
+def choose(
+    memory_fit: int, n_params: int, train_tokens: int, compile_setting, packing: bool, max_per_gpu: int = 8
+) -> Concurrency:
     """The trials-per-GPU count (at most `memory_fit`) with the highest predicted efficiency."""
     decision = decide_compile(compile_setting, True, packing, n_params, train_tokens)
     rate = EAGER_FLOPS * (COMPILE_SPEEDUP if decision.compile else 1.0)

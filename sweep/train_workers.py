@@ -38,9 +38,16 @@ class TrainReporter:
 
     def report(self, metrics: dict, checkpoint: Path | None) -> None:
         ctx = ray.train.get_context()
-        metrics = {**metrics, "world_rank": ctx.get_world_rank(), "node_id": ray.get_runtime_context().get_node_id()}
+        metrics = {
+            **metrics,
+            "world_rank": ctx.get_world_rank(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
         try:
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None,
+            )
         finally:
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)
@@ -69,11 +76,16 @@ def run_multi_worker_trial(cfg: TrialConfig, sweep: SweepConfig) -> None:
         _worker_loop,
         train_loop_config={"trial": per_worker_config(cfg, sweep).model_dump(), "strategy": res.strategy},
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=bool(gpu),
-                                     resources_per_worker={"CPU": res.cpu, **({"GPU": gpu} if gpu else {})}),
+        scaling_config=ScalingConfig(
+            num_workers=res.workers_per_trial,
+            use_gpu=bool(gpu),
+            resources_per_worker={"CPU": res.cpu, **({"GPU": gpu} if gpu else {})},
+        ),
         run_config=RunConfig(
-            name=f"{sweep.name}-train-{trial_id}", storage_path=storage if "://" in storage else str(Path(storage) / "train"),
-            callbacks=[TuneReportCallback()], checkpoint_config=CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
+            name=f"{sweep.name}-train-{trial_id}",
+            storage_path=storage if "://" in storage else str(Path(storage) / "train"),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
             failure_config=FailureConfig(max_failures=0),  # a dead worker fails the trial; Tune retries it
         ),
     )

@@ -41,16 +41,24 @@ class TuneReporter:
         return Path(tempfile.mkdtemp(prefix=f"qlora-ckpt-{step:07d}-"))
 
     def report(self, metrics: dict, checkpoint: Path | None) -> None:
-        metrics = {**metrics, "trial_id": tune.get_context().get_trial_id(),
-                   "node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
-                   "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
-                   "wall_time": time.time()}
-        metrics["gpu_seconds"] = metrics["elapsed_s"] * self.share  # cost: GPU-seconds (CPU-seconds without GPUs)
+        metrics = {
+            **metrics,
+            "trial_id": tune.get_context().get_trial_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
+            "wall_time": time.time(),
+        }
+        metrics["gpu_seconds"] = (
+            metrics["elapsed_s"] * self.share
+        )  # cost: GPU-seconds (CPU-seconds without GPUs)
         weights = self.sweep.search.weights
         if weights and all(isinstance(metrics.get(k), (int, float)) for k in weights):
             metrics["objective"] = sum(w * metrics[k] for k, w in weights.items())
         try:
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+            tune.report(
+                metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
+            )
         finally:
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)
@@ -65,7 +73,9 @@ def run_trial(cfg: TrialConfig, reporter) -> dict:
 
 
 def _halved(cfg: TrialConfig) -> TrialConfig:
-    t = cfg.training.model_copy(update={"batch_size": cfg.training.batch_size // 2, "grad_accum": cfg.training.grad_accum * 2})
+    t = cfg.training.model_copy(
+        update={"batch_size": cfg.training.batch_size // 2, "grad_accum": cfg.training.grad_accum * 2}
+    )
     return cfg.model_copy(update={"training": t})
 
 
@@ -77,23 +87,32 @@ def run_with_retries(cfg: TrialConfig, reporter) -> dict:
             return run_trial(cfg, reporter)
         except torch.OutOfMemoryError as err:
             if cfg.training.batch_size < 2:
-                raise RuntimeError(f"out of memory at training.batch_size=1: {str(err).splitlines()[0]}") from None
+                raise RuntimeError(
+                    f"out of memory at training.batch_size=1: {str(err).splitlines()[0]}"
+                ) from None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             smaller = _halved(cfg)
-            log.warning("out of memory at batch_size=%d; retrying with batch_size=%d grad_accum=%d",
-                        cfg.training.batch_size, smaller.training.batch_size, smaller.training.grad_accum)
+            log.warning(
+                "out of memory at batch_size=%d; retrying with batch_size=%d grad_accum=%d",
+                cfg.training.batch_size,
+                smaller.training.batch_size,
+                smaller.training.grad_accum,
+            )
             try:
                 return run_trial(smaller, reporter)
             except torch.OutOfMemoryError as again:
                 raise RuntimeError(
                     f"out of memory at training.batch_size={cfg.training.batch_size} and again at "
-                    f"{smaller.training.batch_size}: {str(again).splitlines()[0]}") from None
+                    f"{smaller.training.batch_size}: {str(again).splitlines()[0]}"
+                ) from None
     except Exception as err:
         if _disk_full(err):
             where = getattr(err, "filename", None) or "checkpoint"
-            raise RuntimeError(f"disk full while writing trial files ({where}): free space or point storage_path "
-                               "at a larger volume") from None
+            raise RuntimeError(
+                f"disk full while writing trial files ({where}): free space or point storage_path "
+                "at a larger volume"
+            ) from None
         raise
 
 

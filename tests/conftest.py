@@ -45,8 +45,22 @@ def _mlflow_server(root: Path):
     """A real `mlflow server` (sqlite store, artifacts under `root`) on a free 127.0.0.1 port; yields
     its URL once /health answers, and stops the server's whole process group afterwards."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}", "--artifacts-destination", str(root / "art")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'db.sqlite'}",
+        "--artifacts-destination",
+        str(root / "art"),
+    ]
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + SERVER_DEADLINE_S
@@ -59,7 +73,9 @@ def _mlflow_server(root: Path):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not become healthy: {(root / 'server.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"mlflow server did not become healthy: {(root / 'server.log').read_text()[-2000:]}"
+                )
             time.sleep(0.2)  # polling interval of the readiness probe, bounded by the deadline
         yield url
     finally:

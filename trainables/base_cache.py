@@ -36,8 +36,9 @@ def base_key(model: ModelConfig, q: QuantizationConfig, device: torch.device, at
     return json.dumps([model.model_dump(), q.model_dump(), str(device), attn], sort_keys=True)
 
 
-def acquire_base(model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str,
-                 shardable: bool = False):
+def acquire_base(
+    model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str, shardable: bool = False
+):
     """(base model, reused?): the held base if it matches, else a freshly loaded one. FSDP bases
     (`shardable`) are sharded in place by the trial, so they are never held or reused."""
     key = base_key(model, q, device, attn)
@@ -50,7 +51,9 @@ def acquire_base(model: ModelConfig, q: QuantizationConfig, device: torch.device
     return load_base_model(model, q, device, shardable=shardable, attn_implementation=attn), False
 
 
-def release_base(peft_model, model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str) -> None:
+def release_base(
+    peft_model, model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str
+) -> None:
     """Take the adapter off `peft_model` and hold its base for the next trial of this process."""
     base = peft_model.unload()  # peft puts every original (quantized) layer back, unmerged
     if getattr(base, "is_gradient_checkpointing", False):

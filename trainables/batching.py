@@ -51,13 +51,19 @@ def collate(rows: list[dict], pad_id: int, shape: tuple[int, int] | None = None)
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
     positions = torch.arange(width).repeat(n_rows, 1)  # pad rows are one segment each
     for i, r in enumerate(rows):
-        lengths = list(r["seq_lengths"]) + ([width - sum(r["seq_lengths"])] if width > sum(r["seq_lengths"]) else [])
+        lengths = list(r["seq_lengths"]) + (
+            [width - sum(r["seq_lengths"])] if width > sum(r["seq_lengths"]) else []
+        )
         positions[i] = torch.cat([torch.arange(n) for n in lengths])  # the pad tail is its own segment
     return {"input_ids": ids, "labels": labels, "position_ids": positions}
 
 
 def eval_batches(
-    ds: datasets.Dataset, batch_size: int, pad_id: int, limit: int | None = None, shape: tuple[int, int] | None = None,
+    ds: datasets.Dataset,
+    batch_size: int,
+    pad_id: int,
+    limit: int | None = None,
+    shape: tuple[int, int] | None = None,
     bucket_max: int | None = None,
 ) -> list[dict]:
     """Fixed eval batches, the same for every trial: unpacked rows sorted by length (little padding),
@@ -65,12 +71,17 @@ def eval_batches(
     `bucket_max` (unpacked, compiled): each batch padded to `batch_size` rows x its length bucket."""
     if shape is not None:
         packed = pack(ds, shape[1])
-        batches = [collate([packed[i] for i in range(j, min(j + shape[0], len(packed)))], pad_id, shape)
-                   for j in range(0, len(packed), shape[0])]
+        batches = [
+            collate([packed[i] for i in range(j, min(j + shape[0], len(packed)))], pad_id, shape)
+            for j in range(0, len(packed), shape[0])
+        ]
     else:
         order = sorted(range(len(ds)), key=lambda i: len(ds[i]["input_ids"]))
         groups = [[ds[i] for i in order[j : j + batch_size]] for j in range(0, len(order), batch_size)]
-        batches = [collate(g, pad_id, bucket_shape(g, batch_size, bucket_max) if bucket_max else None) for g in groups]
+        batches = [
+            collate(g, pad_id, bucket_shape(g, batch_size, bucket_max) if bucket_max else None)
+            for g in groups
+        ]
     return batches[:limit] if limit else batches
 
 

@@ -29,13 +29,19 @@ def full_state(model, optimizer) -> tuple[dict[str, torch.Tensor], dict[int, dic
     Under FSDP each worker holds a shard, so this all-gathers: every worker must call it, in step.
     """
     adapter = {name: full(p).detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
-    moments = {idx: {key: full(v).detach().cpu() if torch.is_tensor(v) else torch.tensor(v) for key, v in values.items()}
-               for idx, values in optimizer.state_dict()["state"].items()}
+    moments = {
+        idx: {
+            key: full(v).detach().cpu() if torch.is_tensor(v) else torch.tensor(v)
+            for key, v in values.items()
+        }
+        for idx, values in optimizer.state_dict()["state"].items()
+    }
     return adapter, moments
 
 
-def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: dict,
-                    gathered: tuple[dict, dict] | None = None) -> Path:
+def save_checkpoint(
+    path: Path, model, tokenizer, optimizer, scheduler, state: dict, gathered: tuple[dict, dict] | None = None
+) -> Path:
     """Write everything needed to continue from `state['step']` into `path` (created).
 
     `gathered` is `full_state(model, optimizer)` when the caller already collected it on every worker
@@ -45,11 +51,15 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, scheduler, state: d
     path.mkdir(parents=True, exist_ok=True)
     base_path = save_adapter(model, path / "adapter", adapter)
     tokenizer.save_pretrained(str(path / "tokenizer"))
-    tensors = {f"{idx}.{key}": value.contiguous() for idx, values in moments.items() for key, value in values.items()}
+    tensors = {
+        f"{idx}.{key}": value.contiguous() for idx, values in moments.items() for key, value in values.items()
+    }
     tensors["rng.cpu"] = torch.get_rng_state()
     save_file(tensors, str(path / "optimizer.safetensors"))
-    meta = {"groups": optimizer.state_dict()["param_groups"],
-            "scheduler": scheduler.state_dict()}  # LambdaLR stores lr_lambdas as [None] for plain functions
+    meta = {
+        "groups": optimizer.state_dict()["param_groups"],
+        "scheduler": scheduler.state_dict(),
+    }  # LambdaLR stores lr_lambdas as [None] for plain functions
     # The base's local path stays here, with the rest of what only this machine needs (MLflow: a tag).
     (path / STATE).write_text(
         json.dumps({**state, "optimizer": meta, "base_model_path": base_path}, indent=1, default=str)
@@ -109,8 +119,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     own = {name.replace(suffix, ""): p for name, p in model.named_parameters() if p.requires_grad}
     adapter = load_file(str(path / "adapter" / "adapter_model.safetensors"))
     if adapter.keys() != own.keys():
-        raise ValueError(f"{path}: adapter does not match the model's LoRA weights "
-                         f"({sorted(adapter.keys() ^ own.keys())[:4]} ...)")
+        raise ValueError(
+            f"{path}: adapter does not match the model's LoRA weights "
+            f"({sorted(adapter.keys() ^ own.keys())[:4]} ...)"
+        )
     with torch.no_grad():
         for key, value in adapter.items():
             own[key].copy_(shard_like(own[key], value))
@@ -120,7 +132,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     opt_state: dict[int, dict] = {}
     for name, value in tensors.items():
         idx, key = name.split(".", 1)
-        opt_state.setdefault(int(idx), {})[key] = value if key == "step" else shard_like(params[int(idx)], value)
+        opt_state.setdefault(int(idx), {})[key] = (
+            value if key == "step" else shard_like(params[int(idx)], value)
+        )
     meta = state.pop("optimizer")
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["groups"]})
     scheduler.load_state_dict(meta["scheduler"])
@@ -135,5 +149,7 @@ def prune(parent: Path, keep: int) -> None:
 
 
 def latest(parent: Path) -> Path | None:
-    steps = sorted((p for p in parent.glob("step-*") if (p / STATE).is_file()), key=lambda p: int(p.name.split("-")[1]))
+    steps = sorted(
+        (p for p in parent.glob("step-*") if (p / STATE).is_file()), key=lambda p: int(p.name.split("-")[1])
+    )
     return steps[-1] if steps else None

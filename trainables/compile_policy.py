@@ -48,13 +48,17 @@ def decide_compile(
         return CompileDecision(bool(setting), f"training.compile={str(setting).lower()}", eager, saved)
     if saved <= COMPILE_S:
         return CompileDecision(
-            False, f"auto: eager, compile would save ~{saved:.0f}s of ~{eager:.0f}s training for ~{COMPILE_S:.0f}s",
-            eager, saved,
+            False,
+            f"auto: eager, compile would save ~{saved:.0f}s of ~{eager:.0f}s training for ~{COMPILE_S:.0f}s",
+            eager,
+            saved,
         )
     shapes = "static packed shapes" if packing else f"padded length buckets (x{BUCKET_MIN} powers of two)"
     return CompileDecision(
-        True, f"auto: compiled, saves ~{saved:.0f}s of ~{eager:.0f}s training for ~{COMPILE_S:.0f}s ({shapes})",
-        eager, saved,
+        True,
+        f"auto: compiled, saves ~{saved:.0f}s of ~{eager:.0f}s training for ~{COMPILE_S:.0f}s ({shapes})",
+        eager,
+        saved,
     )
 
 

@@ -30,7 +30,9 @@ class ModelConfig(Strict):
         description="Hub id, local directory, or a built-in name: 'smollm2-135m' (default) or 'tiny' (for tests), "
         "or a built-in's portable name as adapters record it ('qlora-sweep:smollm2-135m-v1').",
     )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for reproducibility.")
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) for reproducibility."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype of the unquantized parts; auto = bfloat16 on GPU, float32 on CPU."
     )
@@ -39,7 +41,8 @@ class ModelConfig(Strict):
         description="auto = flex_attention on a GPU, sdpa on the CPU (packed sequences never attend across examples).",
     )
     trust_remote_code: bool = Field(
-        False, description="Run code shipped with a hub model. Refused unless set: it executes untrusted code."
+        False,
+        description="Run code shipped with a hub model. Refused unless set: it executes untrusted code.",
     )
 
 
@@ -78,7 +81,9 @@ class LoraConfig(Strict):
     @classmethod
     def _known_preset(cls, v: str | list[str]) -> str | list[str]:
         if isinstance(v, str) and v not in TARGET_PRESETS:
-            raise ValueError(f"unknown preset; allowed: {', '.join(TARGET_PRESETS)} or a list of module names")
+            raise ValueError(
+                f"unknown preset; allowed: {', '.join(TARGET_PRESETS)} or a list of module names"
+            )
         if isinstance(v, list) and not v:
             raise ValueError("empty list; name at least one module")
         return v
@@ -105,7 +110,8 @@ class DataConfig(Strict):
     seed: int = Field(42, description="Shuffles rows and chooses the held-out products.")
     max_rows: int | None = Field(None, gt=0, description="Use at most this many rows (after shuffling).")
     overlong: Literal["truncate", "drop"] = Field(
-        "truncate", description="What to do with rows longer than training.max_seq_len (they are counted either way)."
+        "truncate",
+        description="What to do with rows longer than training.max_seq_len (they are counted either way).",
     )
 
     @field_validator("template")
@@ -126,7 +132,9 @@ class TrainingConfig(Strict):
         "On SmolLM2 (4-bit, same tokens) 8e-4 beat the seed recipe's eval loss by 6-8% at 1 and 3 epochs "
         "and three seeds, where 6e-4 was +1.8 to +2.4% behind at 3 epochs (benchmarks/RESULTS.md, quality).",
     )
-    epochs: float = Field(3, gt=0, description="Passes over the training rows (ignored when max_steps is set).")
+    epochs: float = Field(
+        3, gt=0, description="Passes over the training rows (ignored when max_steps is set)."
+    )
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
     batch_size: int = Field(
         16,
@@ -135,13 +143,16 @@ class TrainingConfig(Strict):
         "H100 busy: at 8 rows the per-layer launch overhead of 4-bit + LoRA leaves the GPU idle a quarter "
         "of the time.",
     )
-    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step (16 x 1 = the seed's 4 x 4 rows).")
+    grad_accum: int = Field(
+        1, gt=0, description="Micro-batches per optimizer step (16 x 1 = the seed's 4 x 4 rows)."
+    )
     max_seq_len: int = Field(512, ge=16, le=131072, description="Tokens per (packed) row.")
     packing: bool = Field(
         True, description="Pack several examples into one row; attention never crosses example boundaries."
     )
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
-        "auto", description="auto = on when the memory estimate does not fit the GPU share (or, on the CPU, free RAM)."
+        "auto",
+        description="auto = on when the memory estimate does not fit the GPU share (or, on the CPU, free RAM).",
     )
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
     lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
@@ -150,7 +161,9 @@ class TrainingConfig(Strict):
     eval_interval: int = Field(
         50, gt=0, description="Optimizer steps between reports (eval loss, checkpoint); ASHA's rungs."
     )
-    eval_batches: int | None = Field(None, gt=0, description="Cap on eval micro-batches per report (None = all).")
+    eval_batches: int | None = Field(
+        None, gt=0, description="Cap on eval micro-batches per report (None = all)."
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Adapter checkpoints kept on disk per trial.")
     compile: bool | Literal["auto"] = Field(
         "auto",
@@ -186,7 +199,9 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
     list("-+0123456789."),
 )
 

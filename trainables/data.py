@@ -65,8 +65,12 @@ def read_rows(cfg: DataConfig) -> tuple[list[dict], dict]:
     wanted = cfg.columns.model_dump()
     missing = [f"{key} (column '{col}')" for key, col in wanted.items() if col not in ds.column_names]
     if missing:
-        raise ConfigError(f"data.columns.{missing[0].split()[0]}", missing, f"columns present: {', '.join(ds.column_names)}")
-    counts = dict.fromkeys(("rows_dropped_blank", *(f"blank_{c}" for c in COLUMNS), "rows_dropped_duplicate"), 0)
+        raise ConfigError(
+            f"data.columns.{missing[0].split()[0]}", missing, f"columns present: {', '.join(ds.column_names)}"
+        )
+    counts = dict.fromkeys(
+        ("rows_dropped_blank", *(f"blank_{c}" for c in COLUMNS), "rows_dropped_duplicate"), 0
+    )
     counts["rows_read"] = len(ds)
     rows, seen = [], set()
     for raw in ds:
@@ -101,7 +105,11 @@ def _read_table(cfg: DataConfig) -> datasets.Dataset:
         path = Path(source).expanduser()
         reader = _READERS.get(path.suffix.lower())
         if not path.is_file() or reader is None:
-            raise ConfigError("data.source", source, "an existing .jsonl, .json, .csv or .parquet file, 'sample' or a hub id")
+            raise ConfigError(
+                "data.source",
+                source,
+                "an existing .jsonl, .json, .csv or .parquet file, 'sample' or a hub id",
+            )
         _check_utf8(path, reader)
         try:
             ds = datasets.load_dataset(reader, data_files=str(path), split="train")
@@ -113,8 +121,12 @@ def _read_table(cfg: DataConfig) -> datasets.Dataset:
         try:
             ds = datasets.load_dataset(source, split=cfg.split)
         except Exception as err:  # noqa: BLE001 - offline, unknown id, bad split
-            raise ConfigError("data.source", source, "'sample', a local file, or a reachable hub dataset id",
-                              _first_line(err)) from None
+            raise ConfigError(
+                "data.source",
+                source,
+                "'sample', a local file, or a reachable hub dataset id",
+                _first_line(err),
+            ) from None
     if len(ds) == 0:
         raise _empty(source)
     return ds
@@ -157,14 +169,20 @@ def _check_utf8(path: Path, reader: str) -> None:
     try:
         path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError("data.source", str(path), "a UTF-8 encoded file", f"invalid byte at offset {err.start}") from None
+        raise ConfigError(
+            "data.source", str(path), "a UTF-8 encoded file", f"invalid byte at offset {err.start}"
+        ) from None
 
 
 def split_by_product(rows: list[dict], eval_rows: int, seed: int) -> tuple[list[dict], list[dict]]:
     """Hold out whole products until `eval_rows` rows are held out."""
     products = sorted({r["product"] for r in rows})
     if len(products) < 2 or eval_rows >= len(rows):
-        raise ConfigError("data.eval_rows", eval_rows, f"fewer than the {len(rows)} rows, leaving at least one product to train on")
+        raise ConfigError(
+            "data.eval_rows",
+            eval_rows,
+            f"fewer than the {len(rows)} rows, leaving at least one product to train on",
+        )
     random.Random(seed).shuffle(products)
     held: set[str] = set()
     by_product: dict[str, int] = {}
@@ -181,7 +199,9 @@ def split_by_product(rows: list[dict], eval_rows: int, seed: int) -> tuple[list[
 
 def tokenize_row(row: dict, tokenizer, template: str, max_len: int) -> dict:
     """input_ids and labels for one row: the prompt masked with -100, the response + EOS learned."""
-    prompt = tokenizer(prompt_for(template, row["product"], row["category"]), add_special_tokens=True)["input_ids"]
+    prompt = tokenizer(prompt_for(template, row["product"], row["category"]), add_special_tokens=True)[
+        "input_ids"
+    ]
     response = tokenizer(row["description"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = prompt + response
     return {
@@ -233,16 +253,29 @@ def prepare_data(cfg: DataConfig, tokenizer, max_seq_len: int) -> PreparedData:
     keep = (lambda r: not r["overlong"]) if cfg.overlong == "drop" else (lambda r: not r["prompt_only"])
     train, evals = train.filter(keep), evals.filter(keep)
     if len(train) == 0 or len(evals) == 0:
-        raise ConfigError("training.max_seq_len", max_seq_len, "a length that leaves room for the responses",
-                          f"no {'training' if len(train) == 0 else 'eval'} rows left after the overlong policy")
+        raise ConfigError(
+            "training.max_seq_len",
+            max_seq_len,
+            "a length that leaves room for the responses",
+            f"no {'training' if len(train) == 0 else 'eval'} rows left after the overlong policy",
+        )
     stats = {
-        "dataset": cfg.source, "dataset_hash": data_hash, "train_rows": len(train), "eval_rows": len(evals),
-        **counts, "overlong_rows": int(overlong), "overlong_policy": cfg.overlong,
+        "dataset": cfg.source,
+        "dataset_hash": data_hash,
+        "train_rows": len(train),
+        "eval_rows": len(evals),
+        **counts,
+        "overlong_rows": int(overlong),
+        "overlong_policy": cfg.overlong,
         "rows_dropped_overlong": len(rows) - len(train) - len(evals),
         "train_tokens": int(sum(len(x) for x in train["input_ids"])),
     }
-    return PreparedData(train=train.remove_columns(["overlong", "prompt_only"]),
-                        eval=evals.remove_columns(["overlong", "prompt_only"]), eval_rows=eval_rows, stats=stats)
+    return PreparedData(
+        train=train.remove_columns(["overlong", "prompt_only"]),
+        eval=evals.remove_columns(["overlong", "prompt_only"]),
+        eval_rows=eval_rows,
+        stats=stats,
+    )
 
 
 def describe_stats(stats: Mapping) -> str:

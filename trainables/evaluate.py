@@ -32,9 +32,22 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     tuned = evaluate_loss(model, batches)
     rows = choose(data.eval_rows, cfg.generation)
     prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
-    records = [{"product": r["product"], "category": r["category"], "prompt": p, "output": o,
-                "reference": r["description"], "length": len(o.split())}
-               for r, p, o in zip(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))]
+    records = [
+        {
+            "product": r["product"],
+            "category": r["category"],
+            "prompt": p,
+            "output": o,
+            "reference": r["description"],
+            "length": len(o.split()),
+        }
+        for r, p, o in zip(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
+    ]
     judged = judge_outputs(cfg, records)
-    return {**tuned, "base_eval_loss": base["eval_loss"], "base_perplexity": base["perplexity"], **judged,
-            "generations": records}
+    return {
+        **tuned,
+        "base_eval_loss": base["eval_loss"],
+        "base_perplexity": base["perplexity"],
+        **judged,
+        "generations": records,
+    }

@@ -36,7 +36,9 @@ def judge_outputs(cfg: TrialConfig, records: list[dict], base_outputs: list[str]
         if cfg.judge.pairwise != "none":
             others = base_outputs if cfg.judge.pairwise == "base" else [r["reference"] for r in records]
             if others is not None:
-                rivals = [Sample(r["product"], r["category"], o, r["reference"]) for r, o in zip(records, others)]
+                rivals = [
+                    Sample(r["product"], r["category"], o, r["reference"]) for r, o in zip(records, others)
+                ]
                 summary[f"judge_win_rate_vs_{cfg.judge.pairwise}"] = win_rate(judge.compare(samples, rivals))
     except Exception as err:  # noqa: BLE001 - a broken judge is recorded, the trial's training stands
         log.warning("judge failed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -66,4 +68,6 @@ def calibrate_judge(cfg: TrialConfig) -> dict:
     judge = build_judge(cfg.judge, load_local=load_judge_model)
     if judge is None:
         return {}
-    return calibrate(judge, calibration_references(cfg), seed=cfg.generation.seed, min_accuracy=cfg.judge.min_accuracy)
+    return calibrate(
+        judge, calibration_references(cfg), seed=cfg.generation.seed, min_accuracy=cfg.judge.min_accuracy
+    )

@@ -30,7 +30,11 @@ _ATTENTION_PARENT = re.compile(r"(attn|attention)", re.IGNORECASE)
 
 def device_for_trial() -> torch.device:
     """The device this process should train on (Ray sets CUDA_VISIBLE_DEVICES per trial)."""
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -45,7 +49,9 @@ def check_model_path(cfg: ModelConfig) -> str:
     path = resolve_model_path(cfg.path)
     looks_local = path.startswith((".", "/", "~")) or Path(path).suffix in {".json", ".gguf"}
     if looks_local and not Path(path).expanduser().exists():
-        raise ConfigError("model.path", cfg.path, "an existing local directory, a hub id, 'tiny' or 'smollm2-135m'")
+        raise ConfigError(
+            "model.path", cfg.path, "an existing local directory, a hub id, 'tiny' or 'smollm2-135m'"
+        )
     return str(Path(path).expanduser()) if looks_local else path
 
 
@@ -56,7 +62,10 @@ def _refuse_remote_code(cfg: ModelConfig, path: str) -> None:
     config_file = Path(path) / "config.json"
     if config_file.is_file() and '"auto_map"' in config_file.read_text(encoding="utf-8"):
         raise ConfigError(
-            "model.trust_remote_code", False, "true to run the custom code this model ships", hint=f"{path} needs it"
+            "model.trust_remote_code",
+            False,
+            "true to run the custom code this model ships",
+            hint=f"{path} needs it",
         )
 
 
@@ -78,7 +87,9 @@ def load_config(cfg: ModelConfig):
     path = check_model_path(cfg)
     _refuse_remote_code(cfg, path)
     try:
-        return AutoConfig.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+        return AutoConfig.from_pretrained(
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
     except (OSError, ValueError) as err:
         raise _not_a_model(cfg, err, "a config.json") from None
 
@@ -96,7 +107,9 @@ def load_tokenizer(cfg: ModelConfig):
     return tok
 
 
-def quantization_config(q: QuantizationConfig, device: torch.device, shardable: bool = False) -> BitsAndBytesConfig | None:
+def quantization_config(
+    q: QuantizationConfig, device: torch.device, shardable: bool = False
+) -> BitsAndBytesConfig | None:
     """bitsandbytes settings for `q`. `shardable` (FSDP) stores the packed 4-bit data as a tensor of the
     compute dtype instead of uint8, so FSDP can shard and gather it like the LoRA weights beside it."""
     if q.bits == 16:
@@ -122,8 +135,13 @@ def resolve_attn(cfg: ModelConfig, device: torch.device, compiled: bool = True) 
     return "flex_attention" if device.type == "cuda" and compiled else "sdpa"
 
 
-def load_base_model(cfg: ModelConfig, q: QuantizationConfig, device: torch.device | None = None,
-                    shardable: bool = False, attn_implementation: str | None = None):
+def load_base_model(
+    cfg: ModelConfig,
+    q: QuantizationConfig,
+    device: torch.device | None = None,
+    shardable: bool = False,
+    attn_implementation: str | None = None,
+):
     """The frozen base model on `device`, quantized per `q`, with the bitsandbytes CPU fix applied
     (`shardable`: laid out for FSDP, see `quantization_config`; `attn_implementation`: default
     `resolve_attn` for compiled layers)."""
@@ -157,7 +175,11 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     """Full names of every linear layer (plain, 4-bit or 8-bit) that LoRA could adapt."""
     names = []
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt", "Conv1D"}:
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in {
+            "Linear4bit",
+            "Linear8bitLt",
+            "Conv1D",
+        }:
             names.append(name)
     return names
 
@@ -167,19 +189,29 @@ def resolve_target_modules(model: torch.nn.Module, spec: str | list[str]) -> lis
     full = linear_module_names(model)
     leaves = sorted({n.rsplit(".", 1)[-1] for n in full})
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    out_name = next((n for n, m in model.named_modules() if m is output), "lm_head") if output is not None else None
+    out_name = (
+        next((n for n, m in model.named_modules() if m is output), "lm_head") if output is not None else None
+    )
     if isinstance(spec, list):
         unknown = [m for m in spec if m not in leaves and m not in full]
         if unknown:
-            raise ConfigError("lora.target_modules", unknown, f"linear modules of this model: {', '.join(leaves)}")
+            raise ConfigError(
+                "lora.target_modules", unknown, f"linear modules of this model: {', '.join(leaves)}"
+            )
         return spec
     attention = [n for n in full if _ATTENTION_PARENT.search(n.rsplit(".", 1)[0] if "." in n else "")]
     attn_leaves = sorted({n.rsplit(".", 1)[-1] for n in attention})
     if spec == "attention":
-        chosen = [leaf for leaf in attn_leaves if leaf in _QUERY_VALUE] or [leaf for leaf in attn_leaves if leaf in _FUSED_QKV]
+        chosen = [leaf for leaf in attn_leaves if leaf in _QUERY_VALUE] or [
+            leaf for leaf in attn_leaves if leaf in _FUSED_QKV
+        ]
         if not chosen:
-            raise ConfigError("lora.target_modules", spec, f"an explicit list from: {', '.join(leaves)}",
-                              "no query/value projections found")
+            raise ConfigError(
+                "lora.target_modules",
+                spec,
+                f"an explicit list from: {', '.join(leaves)}",
+                "no query/value projections found",
+            )
         return chosen
     if spec == "attention-all":
         return attn_leaves
@@ -194,8 +226,12 @@ def attach_lora(model, lora: LoraConfig, seed: int = 0, gradient_checkpointing: 
     targets = resolve_target_modules(model, lora.target_modules)
     torch.manual_seed(seed)
     peft_cfg = PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-        bias="none", task_type="CAUSAL_LM",
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
     )
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -230,7 +266,9 @@ def load_adapter(base, adapter_dir: str | Path, trainable: bool = False) -> Peft
     """Load a saved adapter onto its base: safetensors only, never pickle."""
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_model.safetensors").is_file():
-        raise ConfigError("adapter", str(adapter_dir), "a directory with adapter_model.safetensors (pickle is refused)")
+        raise ConfigError(
+            "adapter", str(adapter_dir), "a directory with adapter_model.safetensors (pickle is refused)"
+        )
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable, use_safetensors=True)
 
 

@@ -16,8 +16,19 @@ import torch
 
 # In the order a trial runs them. "first_step" is the first optimizer step: on a GPU with compile on
 # it holds the compilation (torch.compile compiles lazily, on the first call).
-PHASES = ("data", "load", "lora", "base_eval", "first_step", "train", "eval", "generation", "judge", "checkpoint",
-          "report")
+PHASES = (
+    "data",
+    "load",
+    "lora",
+    "base_eval",
+    "first_step",
+    "train",
+    "eval",
+    "generation",
+    "judge",
+    "checkpoint",
+    "report",
+)
 
 
 class PhaseTimer:
@@ -49,10 +60,15 @@ class PhaseTimer:
 def describe(metrics: dict) -> str:
     """One line for a person: the fixed seconds by phase, then the steady training, then the compile
     decision, e.g. `time: 6.1s fixed (data 0.4, load 1.2, ...) + 40.2s training at 31,268 tokens/s`."""
-    parts = [f"{name} {metrics[f'phase_{name}_s']:.1f}" for name in PHASES
-             if name != "train" and metrics.get(f"phase_{name}_s", 0) >= 0.05]
-    line = (f"time: {metrics.get('fixed_s', 0):.1f}s fixed ({', '.join(parts)}) + {metrics.get('phase_train_s', 0):.1f}s "
-            f"training at {metrics.get('train_tokens_per_s', 0):,.0f} tokens/s")
+    parts = [
+        f"{name} {metrics[f'phase_{name}_s']:.1f}"
+        for name in PHASES
+        if name != "train" and metrics.get(f"phase_{name}_s", 0) >= 0.05
+    ]
+    line = (
+        f"time: {metrics.get('fixed_s', 0):.1f}s fixed ({', '.join(parts)}) + {metrics.get('phase_train_s', 0):.1f}s "
+        f"training at {metrics.get('train_tokens_per_s', 0):,.0f} tokens/s"
+    )
     if metrics.get("compile_reason"):
         line += f"; compile {metrics['compile_reason']}"
     return line + ("; base model reused from the last trial" if metrics.get("base_reused") else "")

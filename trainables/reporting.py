@@ -45,5 +45,7 @@ class PrintReporter:
         self.history.append(metrics)
         if checkpoint is not None:
             prune(self.ckpts, self.keep)
-        shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in self.KEYS if isinstance(metrics.get(k), (int, float)))
+        shown = "  ".join(
+            f"{k}={metrics[k]:.4g}" for k in self.KEYS if isinstance(metrics.get(k), (int, float))
+        )
         self.echo(shown)

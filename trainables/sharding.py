@@ -33,8 +33,12 @@ def check_shardable(bits: int) -> None:
     """8-bit bases cannot be sharded: FSDP hands a layer its gathered weight as a plain tensor, and
     bitsandbytes' 8-bit layer needs the scales kept on its `Int8Params` (AttributeError: no `CB`)."""
     if bits == 8:
-        raise ConfigError("quantization.bits", bits, "4 or 16 with resources.strategy fsdp",
-                          "bitsandbytes 8-bit weights lose their scales when FSDP gathers them")
+        raise ConfigError(
+            "quantization.bits",
+            bits,
+            "4 or 16 with resources.strategy fsdp",
+            "bitsandbytes 8-bit weights lose their scales when FSDP gathers them",
+        )
 
 
 def shard_model(model: torch.nn.Module) -> int:

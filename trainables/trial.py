@@ -55,7 +55,9 @@ from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
 
 def _world() -> tuple[int, int]:
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    return (
+        (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    )
 
 
 def _all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -130,9 +132,13 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             plan += micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed + len(plan), 1)
         # Compile only where it pays (a 10-step trial would spend its whole life compiling).
         width = t_cfg.max_seq_len if t_cfg.packing else data.stats["train_tokens"] / max(len(train_rows), 1)
-        decision = decide_compile(t_cfg.compile, device.type == "cuda", t_cfg.packing,
-                                  count_params(load_config(cfg.model)),
-                                  int(total_steps * per_step * t_cfg.batch_size * width))
+        decision = decide_compile(
+            t_cfg.compile,
+            device.type == "cuda",
+            t_cfg.packing,
+            count_params(load_config(cfg.model)),
+            int(total_steps * per_step * t_cfg.batch_size * width),
+        )
         # Packed micro-batches all have one shape (this worker's rows x max_seq_len): see collate.
         # Compiled unpacked ones are padded to a few length buckets.
         rows_per_worker = -(-t_cfg.batch_size // world)
@@ -154,8 +160,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             shard_model(model)
         params = [p for p in model.parameters() if p.requires_grad]
         trainable = sum(p.numel() for p in params)
-        optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay,
-                                      fused=device.type == "cuda")
+        optimizer = torch.optim.AdamW(
+            params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay, fused=device.type == "cuda"
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t_cfg, total_steps))
 
     # 3. Resume, or measure the base model (LoRA starts at zero, so this *is* the base model).
@@ -172,14 +179,26 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     else:
         with timer("base_eval"):
             base = loss_metrics(*_eval_sums(model, evals, sharded, device))
-        state = {"step": 0, "base_eval_loss": base["eval_loss"], "base_perplexity": base["perplexity"],
-                 "elapsed_s": 0.0, "tokens": 0, "history": []}
+        state = {
+            "step": 0,
+            "base_eval_loss": base["eval_loss"],
+            "base_perplexity": base["perplexity"],
+            "elapsed_s": 0.0,
+            "tokens": 0,
+            "history": [],
+        }
     model.train()
     first_step, first_tokens = state["step"] + 1, 0
     reuse = not sharded and world == 1  # the next trial of this process may take the base (base_cache.py)
-    fixed = {"compiled": decision.compile, "compile_reason": decision.reason, "base_reused": reused,
-             "trainable_params": trainable, "workers": world, "gradient_checkpointing": grad_ckpt,
-             "total_steps": total_steps}
+    fixed = {
+        "compiled": decision.compile,
+        "compile_reason": decision.reason,
+        "base_reused": reused,
+        "trainable_params": trainable,
+        "workers": world,
+        "gradient_checkpointing": grad_ckpt,
+        "total_steps": total_steps,
+    }
 
     # 5. Train. Loss = sum over the step's response tokens / their global count (token-level mean).
     started = time.perf_counter() - state["elapsed_s"]
@@ -188,8 +207,14 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     while state["step"] < total_steps:
         step = state["step"]
         rows = [[train_rows[i] for i in plan[step * per_step + k]][rank::world] for k in range(per_step)]
-        batches = [collate(r, tokenizer.pad_token_id, bucket_shape(r, rows_per_worker, t_cfg.max_seq_len)
-                           if bucketed else shape) for r in rows]
+        batches = [
+            collate(
+                r,
+                tokenizer.pad_token_id,
+                bucket_shape(r, rows_per_worker, t_cfg.max_seq_len) if bucketed else shape,
+            )
+            for r in rows
+        ]
         # The first step holds the compilation (lazy) and the allocator's warm-up: timed on its own.
         with timer("first_step" if step + 1 == first_step else "train"):
             n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
@@ -221,15 +246,22 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             state["elapsed_s"] = time.perf_counter() - started
             tokens_all = _all_sum([state["tokens"], first_tokens], device)
             metrics = {
-                **fixed, "step": step, "epoch": step * per_step / max(1, len(plan) / epochs),
-                "train_loss": loss_sum_all / max(window_tokens, 1), **ev,
-                "base_eval_loss": state["base_eval_loss"], "base_perplexity": state["base_perplexity"],
+                **fixed,
+                "step": step,
+                "epoch": step * per_step / max(1, len(plan) / epochs),
+                "train_loss": loss_sum_all / max(window_tokens, 1),
+                **ev,
+                "base_eval_loss": state["base_eval_loss"],
+                "base_perplexity": state["base_perplexity"],
                 "tokens": int(tokens_all[0]),
                 "tokens_per_s": tokens_all[0] / max(state["elapsed_s"], 1e-9),
                 # steady state: the steps after the first, without evals (the sweep compares to this)
-                "train_tokens_per_s": (tokens_all[0] - tokens_all[1]) / max(timer.seconds.get("train", 0.0), 1e-9),
+                "train_tokens_per_s": (tokens_all[0] - tokens_all[1])
+                / max(timer.seconds.get("train", 0.0), 1e-9),
                 "peak_mem_gb": _peak_mem_gb(device),
-                "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"], "done": step == total_steps,
+                "elapsed_s": state["elapsed_s"],
+                "eval_s": state["eval_s"],
+                "done": step == total_steps,
                 "data_stats": data.stats,  # rows used and left out: train's summary, MLflow params, the report
             }
             state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
@@ -239,8 +271,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             # Under FSDP the adapter and the final generations need every worker (collectives).
             gathered = full_state(model, optimizer) if sharded else None
             with timer("generation"):
-                outputs = _generations(cfg, model, tokenizer, data, sharded) \
-                    if step == total_steps and (ckpt is not None or sharded) else None
+                outputs = (
+                    _generations(cfg, model, tokenizer, data, sharded)
+                    if step == total_steps and (ckpt is not None or sharded)
+                    else None
+                )
             if ckpt is not None:
                 if outputs is not None:
                     with timer("judge"):
@@ -266,8 +301,17 @@ def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lo
     """The base model's outputs for the same prompts (adapter disabled), computed once per node:
     every trial of a sweep shares its base model, so the first one to get here writes the cache.
     `lockstep` (FSDP): generating is collective, so rank 0's cache decides for every worker."""
-    key = hashlib.sha256(json.dumps([cfg.model.path, cfg.model.revision, cfg.quantization.model_dump(),
-                                     cfg.generation.model_dump(), prompts]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                cfg.model.path,
+                cfg.model.revision,
+                cfg.quantization.model_dump(),
+                cfg.generation.model_dump(),
+                prompts,
+            ]
+        ).encode()
+    ).hexdigest()[:20]
     path = cache_dir() / "base_generations" / f"{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     if lockstep:
@@ -300,8 +344,17 @@ def _generations(cfg: TrialConfig, model, tokenizer, data, lockstep: bool) -> tu
 def _final_evaluation(cfg: TrialConfig, data, generations: tuple[list, list, list, list], ckpt: Path) -> dict:
     """The judge's verdicts on the final generations, and the files a person reads."""
     rows, prompts, outputs, base_outputs = generations
-    records = [{"product": r["product"], "category": r["category"], "prompt": p, "output": o,
-                "reference": r["description"], "length": len(o.split())} for r, p, o in zip(rows, prompts, outputs)]
+    records = [
+        {
+            "product": r["product"],
+            "category": r["category"],
+            "prompt": p,
+            "output": o,
+            "reference": r["description"],
+            "length": len(o.split()),
+        }
+        for r, p, o in zip(rows, prompts, outputs)
+    ]
     base = [{**rec, "output": o, "length": len(o.split())} for rec, o in zip(records, base_outputs)]
     judged = judge_outputs(cfg, records, base_outputs)
     out = ckpt / "eval"

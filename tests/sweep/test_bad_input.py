@@ -388,7 +388,9 @@ def test_model_paths_that_do_not_hold_a_model(tmp_path, offline, loader, case):
 def test_fsdp_refuses_an_8bit_base():
     # FSDP gathers weights as plain tensors; bitsandbytes' 8-bit layers would lose their scales.
     with pytest.raises(ConfigError) as info:
-        load_sweep_config(None, ["resources.workers_per_trial=2", "resources.strategy=fsdp", "quantization.bits=8"])
+        load_sweep_config(
+            None, ["resources.workers_per_trial=2", "resources.strategy=fsdp", "quantization.bits=8"]
+        )
     assert info.value.field == "quantization.bits"
 
 

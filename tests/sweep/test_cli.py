@@ -58,7 +58,8 @@ def test_every_trial_failing_exits_non_zero(tmp_path):
         f"name: allfail\nstorage_path: {tmp_path}\nmax_failures: 0\nmodel: {{path: tiny}}\n"
         "data: {eval_rows: 30}\ntraining: {max_steps: 2, eval_interval: 1, max_seq_len: 16}\n"
         "search: {num_samples: 2, max_concurrent_trials: 2, space: {lora.r: {choice: [2, 4]}}}\n"
-        "resources: {cpu: 1, gpu: 0}\n")
+        "resources: {cpu: 1, gpu: 0}\n"
+    )
     out = cli("run", str(cfg))
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert "0 finished" in out.stdout and "2 failed" in out.stdout
@@ -68,7 +69,9 @@ def test_every_trial_failing_exits_non_zero(tmp_path):
 def _blank_description_csv(path: Path) -> Path:
     """40 rows of 10 products, 8 of them with a blank description."""
     lines = ["product,category,description"]
-    lines += [f"Lamp {i % 10},Lighting,{'' if i % 5 == 0 else f'A warm lamp (model {i}).'}" for i in range(40)]
+    lines += [
+        f"Lamp {i % 10},Lighting,{'' if i % 5 == 0 else f'A warm lamp (model {i}).'}" for i in range(40)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -80,15 +83,28 @@ def test_train_counts_dropped_rows_and_eval_loads_the_adapter_on_another_cache(t
     from trainables.builtin_models import cache_dir
 
     data = _blank_description_csv(tmp_path / "blank.csv")
-    common = [f"data.source={data}", "data.eval_rows=6", "training.max_seq_len=128", "training.batch_size=4",
-              "generation.num_prompts=1", "generation.max_new_tokens=4"]
-    sets = [arg for s in ["model.path=tiny", "training.max_steps=2", "training.eval_interval=2", *common]
-            for arg in ("--set", s)]
+    common = [
+        f"data.source={data}",
+        "data.eval_rows=6",
+        "training.max_seq_len=128",
+        "training.batch_size=4",
+        "generation.num_prompts=1",
+        "generation.max_new_tokens=4",
+    ]
+    sets = [
+        arg
+        for s in ["model.path=tiny", "training.max_steps=2", "training.eval_interval=2", *common]
+        for arg in ("--set", s)
+    ]
     assert main(["train", "--output", str(tmp_path / "out"), *sets]) == 0
     out = capsys.readouterr().out
     assert "8 rows dropped (blank description)" in out and "40 rows read" in out, out
     time_line = next(line for line in out.splitlines() if line.startswith("time: "))  # where the seconds went
-    assert "fixed (data " in time_line and "training at" in time_line and "compile cpu: never compiled" in time_line
+    assert (
+        "fixed (data " in time_line
+        and "training at" in time_line
+        and "compile cpu: never compiled" in time_line
+    )
     adapter = Path(out.split("adapter: ", 1)[1].split()[0])
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"].startswith("qlora-sweep:tiny-v")
@@ -104,6 +120,8 @@ def test_train_counts_dropped_rows_and_eval_loads_the_adapter_on_another_cache(t
     sets = [arg for s in common for arg in ("--set", s)]  # no model.path: the adapter's base is used
     assert main(["eval", "--adapter", str(adapter), *sets]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert (tmp_path / "another-machine" / "models" / config["base_model_name_or_path"].split(":", 1)[1]).is_dir()
+    assert (
+        tmp_path / "another-machine" / "models" / config["base_model_name_or_path"].split(":", 1)[1]
+    ).is_dir()
     assert result["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-4)  # the same base, rebuilt
     assert result["base_eval_loss"] == pytest.approx(final["base_eval_loss"], rel=1e-4)

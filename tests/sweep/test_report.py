@@ -45,7 +45,13 @@ TRIALS = [
 
 
 # A 40-row file with 8 blank descriptions, as trainables.data.prepare_data counts it.
-DATA_STATS = {"rows_read": 40, "train_rows": 26, "eval_rows": 6, "rows_dropped_blank": 8, "blank_description": 8}
+DATA_STATS = {
+    "rows_read": 40,
+    "train_rows": 26,
+    "eval_rows": 6,
+    "rows_dropped_blank": 8,
+    "blank_description": 8,
+}
 DATA_STATS |= {"rows_dropped_duplicate": 0, "overlong_rows": 0, "rows_dropped_overlong": 0}
 
 
@@ -228,15 +234,18 @@ def test_where_the_time_went():
 
     def trial(label, train, fixed, reused, wall):
         metrics = {f"phase_{p}_s": 0.0 for p in PHASES}
-        metrics.update(phase_train_s=train, phase_load_s=fixed, fixed_s=fixed, base_reused=float(reused),
-                       wall_time=wall)
+        metrics.update(
+            phase_train_s=train, phase_load_s=fixed, fixed_s=fixed, base_reused=float(reused), wall_time=wall
+        )
         return Trial(label, label, "FINISHED", {}, metrics, {})
 
     first, second = trial("a", 60.0, 40.0, False, 1_000_100.0), trial("b", 60.0, 10.0, True, 1_000_190.0)
     blocks = time_blocks([first, second], second, sweep_start_ms=1_000_000_000)
     items = blocks[1][1]
     assert items[0].startswith("Training (steady steps): 71% of the trials' 170 s")
-    assert items[1] == "Fixed cost per trial (median): 40.0 s on a new worker, 10.0 s on a reused one (1 trials)"
+    assert (
+        items[1] == "Fixed cost per trial (median): 40.0 s on a new worker, 10.0 s on a reused one (1 trials)"
+    )
     assert items[2] == "Time to best: the best trial's result was known 3.2 min after the sweep started."
     table = blocks[2]
     assert table[0] == "table" and ["load", "50.0", "29.4%", "25.00"] in table[2]

@@ -19,13 +19,27 @@ TOTAL = 6
 
 def _sweep_yaml(tmp_path: Path) -> Path:
     cfg = {
-        "name": "killme", "storage_path": str(tmp_path / "results"), "model": {"path": "tiny"},
+        "name": "killme",
+        "storage_path": str(tmp_path / "results"),
+        "model": {"path": "tiny"},
         "data": {"eval_rows": 30},
-        "training": {"max_steps": TOTAL, "eval_interval": 2, "batch_size": 4, "grad_accum": 1, "max_seq_len": 256},
+        "training": {
+            "max_steps": TOTAL,
+            "eval_interval": 2,
+            "batch_size": 4,
+            "grad_accum": 1,
+            "max_seq_len": 256,
+        },
         "generation": {"num_prompts": 1, "max_new_tokens": 4},
-        "search": {"space": {"lora.r": {"choice": [2, 4, 8]}, "training.lr": {"loguniform": [1e-3, 1e-2]}},
-                   "num_samples": 4, "max_concurrent_trials": 1, "scheduler": {"type": "none"}, "seed": 3},
-        "resources": {"cpu": 1, "gpu": 0}, "tracking": {"register_best": False},
+        "search": {
+            "space": {"lora.r": {"choice": [2, 4, 8]}, "training.lr": {"loguniform": [1e-3, 1e-2]}},
+            "num_samples": 4,
+            "max_concurrent_trials": 1,
+            "scheduler": {"type": "none"},
+            "seed": 3,
+        },
+        "resources": {"cpu": 1, "gpu": 0},
+        "tracking": {"register_best": False},
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -46,7 +60,9 @@ def _finished(exp: Path) -> int:
 
 def _start(args, log):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
 
 
 def _kill_when(proc, condition, deadline_s=900):

@@ -16,9 +16,17 @@ from trainables.builtin_models import tiny_model_dir
 from trainables.sample_data import sample_path
 
 BASE = [
-    "model.path=tiny", "data.eval_rows=30", "training.max_steps=8", "training.eval_interval=2",
-    "training.batch_size=4", "training.grad_accum=1", "training.max_seq_len=256", "generation.num_prompts=1",
-    "generation.max_new_tokens=4", "resources.cpu=1", "resources.gpu=0",
+    "model.path=tiny",
+    "data.eval_rows=30",
+    "training.max_steps=8",
+    "training.eval_interval=2",
+    "training.batch_size=4",
+    "training.grad_accum=1",
+    "training.max_seq_len=256",
+    "generation.num_prompts=1",
+    "generation.max_new_tokens=4",
+    "resources.cpu=1",
+    "resources.gpu=0",
 ]
 
 
@@ -36,7 +44,11 @@ def sweep_cfg(tmp_path, *sets):
 
 def test_asha_initial_points_and_best(local_ray, tmp_path):
     cfg = sweep_cfg(
-        tmp_path, "name=asha", "search.num_samples=6", "search.max_concurrent_trials=2", "search.seed=1",
+        tmp_path,
+        "name=asha",
+        "search.num_samples=6",
+        "search.max_concurrent_trials=2",
+        "search.seed=1",
         "search.space={lora.r: {choice: [2, 4, 8]}, training.lr: {loguniform: [1e-4, 3e-2]}}",
         "search.initial_points=[{lora.r: 8, training.lr: 0.01}, {lora.r: 2, training.lr: 0.0001}]",
     )
@@ -74,9 +86,17 @@ def test_a_failing_trial_does_not_stop_the_others(local_ray, tmp_path, monkeypat
     bad = "no-such-org/no-such-model"  # distinct configs: the sweep never trains one twice (sweep/dedup.py)
     points = f"[{{model.path: tiny, lora.r: 2}}, {{model.path: {bad}, lora.r: 2}}, {{model.path: tiny, lora.r: 4}}]"
     data = _sample_with_blank_descriptions(tmp_path / "blank.csv")
-    cfg = sweep_cfg(tmp_path, "name=fail", "max_failures=0", "search.num_samples=3", "search.scheduler.type=none",
-                    f"search.space={{model.path: {{choice: [tiny, {bad}]}}, lora.r: {{choice: [2, 4]}}}}",
-                    f"search.initial_points={points}", "training.max_steps=2", f"data.source={data}")
+    cfg = sweep_cfg(
+        tmp_path,
+        "name=fail",
+        "max_failures=0",
+        "search.num_samples=3",
+        "search.scheduler.type=none",
+        f"search.space={{model.path: {{choice: [tiny, {bad}]}}, lora.r: {{choice: [2, 4]}}}}",
+        f"search.initial_points={points}",
+        "training.max_steps=2",
+        f"data.source={data}",
+    )
     out = run_sweep(cfg)
     assert (out.finished, out.failed) == (2, 1)
     (reason,) = out.errors.values()
@@ -111,9 +131,17 @@ class StopOnceBothReported(tune.Stopper):
 
 
 def test_fractional_gpu_runs_two_trials_at_once(local_ray, tmp_path):
-    cfg = sweep_cfg(tmp_path, "name=packed", "resources.gpu=0.5", "resources.cpu=1", "search.num_samples=2",
-                    "search.max_concurrent_trials=2", "search.scheduler.type=none",
-                    "search.space={lora.r: {choice: [2, 4]}}", "training.max_steps=400")
+    cfg = sweep_cfg(
+        tmp_path,
+        "name=packed",
+        "resources.gpu=0.5",
+        "resources.cpu=1",
+        "search.num_samples=2",
+        "search.max_concurrent_trials=2",
+        "search.scheduler.type=none",
+        "search.space={lora.r: {choice: [2, 4]}}",
+        "training.max_steps=400",
+    )
     from ray.tune import ExperimentAnalysis
 
     out = run_sweep(cfg, stop=StopOnceBothReported())
@@ -143,17 +171,26 @@ def test_trials_reuse_a_worker_and_its_base_model(local_ray, tmp_path):
     from sweep.placement import concurrent_trials
     from trainables.phases import PHASES
 
-    cfg = sweep_cfg(tmp_path, "name=reuse", "resources.cpu=2", "search.num_samples=3",
-                    "search.max_concurrent_trials=3", "search.scheduler.type=none", "training.max_steps=2",
-                    "search.space={lora.r: {choice: [2, 4, 8]}}",
-                    "search.initial_points=[{lora.r: 2}, {lora.r: 4}, {lora.r: 8}]")
+    cfg = sweep_cfg(
+        tmp_path,
+        "name=reuse",
+        "resources.cpu=2",
+        "search.num_samples=3",
+        "search.max_concurrent_trials=3",
+        "search.scheduler.type=none",
+        "training.max_steps=2",
+        "search.space={lora.r: {choice: [2, 4, 8]}}",
+        "search.initial_points=[{lora.r: 2}, {lora.r: 4}, {lora.r: 8}]",
+    )
     assert concurrent_trials(cfg) == 1
     out = run_sweep(cfg)
     assert (out.finished, out.failed) == (3, 0)
     from ray.tune import ExperimentAnalysis
 
-    rows = sorted((df.iloc[-1] for df in ExperimentAnalysis(out.experiment_path).trial_dataframes.values()),
-                  key=lambda r: r["wall_time"])
+    rows = sorted(
+        (df.iloc[-1] for df in ExperimentAnalysis(out.experiment_path).trial_dataframes.values()),
+        key=lambda r: r["wall_time"],
+    )
     for row in rows:
         assert all(row[f"phase_{name}_s"] >= 0 for name in PHASES) and row["phase_train_s"] > 0
     assert [bool(r["base_reused"]) for r in rows] == [False, True, True]

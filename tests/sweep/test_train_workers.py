@@ -27,7 +27,9 @@ def test_two_workers_on_half_batches_equal_one_worker(tiny_model_dir, tmp_path):
     run_trial(_cfg(tiny_model_dir), single)
     spawn_gloo(_worker, str(tiny_model_dir), str(tmp_path))
     one = load_file(str(single.checkpoint_dir(1) / "adapter" / "adapter_model.safetensors"))
-    two = load_file(str(tmp_path / "rank0" / "checkpoints" / "step-0000001" / "adapter" / "adapter_model.safetensors"))
+    two = load_file(
+        str(tmp_path / "rank0" / "checkpoints" / "step-0000001" / "adapter" / "adapter_model.safetensors")
+    )
     assert not (tmp_path / "rank1" / "checkpoints").exists()  # only rank 0 writes the adapter
     changed = 0
     for key in one:
@@ -51,12 +53,30 @@ def _sweep(tmp_path, name, *sets):
     """A sweep of 2-worker trials on the tiny model; returns its outcome, config and MLflow trial runs."""
     ray.init(num_cpus=4, log_to_driver=False)  # with the dashboard: Ray Train uses its state API
     try:
-        cfg = load_sweep_config(None, [
-            "model.path=tiny", "data.eval_rows=30", "training.max_steps=6", "training.eval_interval=2",
-            "training.batch_size=4", "training.grad_accum=1", "training.max_seq_len=256", "training.lr=5e-3",
-            "generation.num_prompts=1", "generation.max_new_tokens=4", f"storage_path={tmp_path}", f"name={name}",
-            "resources.workers_per_trial=2", "resources.cpu=1", "resources.gpu=0", "search.max_concurrent_trials=1",
-            "search.scheduler.type=none", "tracking.register_best=false", *sets])
+        cfg = load_sweep_config(
+            None,
+            [
+                "model.path=tiny",
+                "data.eval_rows=30",
+                "training.max_steps=6",
+                "training.eval_interval=2",
+                "training.batch_size=4",
+                "training.grad_accum=1",
+                "training.max_seq_len=256",
+                "training.lr=5e-3",
+                "generation.num_prompts=1",
+                "generation.max_new_tokens=4",
+                f"storage_path={tmp_path}",
+                f"name={name}",
+                "resources.workers_per_trial=2",
+                "resources.cpu=1",
+                "resources.gpu=0",
+                "search.max_concurrent_trials=1",
+                "search.scheduler.type=none",
+                "tracking.register_best=false",
+                *sets,
+            ],
+        )
         out = run_sweep(cfg)
     finally:
         ray.shutdown()
@@ -73,7 +93,9 @@ def _sweep(tmp_path, name, *sets):
 
 @pytest.mark.slow
 def test_sweep_of_two_worker_trials(tmp_path):
-    out, *_, children = _sweep(tmp_path, "ddp", "search.num_samples=2", "search.space={lora.r: {choice: [2, 4]}}")
+    out, *_, children = _sweep(
+        tmp_path, "ddp", "search.num_samples=2", "search.space={lora.r: {choice: [2, 4]}}"
+    )
     assert out.finished == 2 and out.failed == 0 and len(children) == 2
     m = out.best["metrics"]
     assert m["workers"] == 2 and m["world_rank"] == 0  # a real 2-process group; rank 0's report reached Tune
@@ -82,13 +104,20 @@ def test_sweep_of_two_worker_trials(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_of_fsdp_trial(tmp_path):
-    out, cfg, client, children = _sweep(tmp_path, "fsdp", "resources.strategy=fsdp", "search.num_samples=1",
-                                        "search.space={lora.r: {choice: [4]}}")
+    out, cfg, client, children = _sweep(
+        tmp_path,
+        "fsdp",
+        "resources.strategy=fsdp",
+        "search.num_samples=1",
+        "search.space={lora.r: {choice: [4]}}",
+    )
     assert out.finished == 1 and out.failed == 0 and len(children) == 1
     m = out.best["metrics"]
     assert m["workers"] == 2 and m["world_rank"] == 0
     assert m["eval_loss"] < m["base_eval_loss"]
     adapter = client.download_artifacts(children[0].info.run_id, "adapter", str(tmp_path / "dl"))
-    model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)  # an ordinary, unsharded 4-bit model
+    model = load_adapter(
+        load_base_model(cfg.model, cfg.quantization), adapter
+    )  # an ordinary, unsharded 4-bit model
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.arange(3, 19)[None]).logits).all()

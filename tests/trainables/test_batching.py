@@ -34,15 +34,20 @@ def test_packed_loss_equals_unpacked(tiny_model_dir):
 def test_no_attention_across_examples(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
     first, second, _ = _examples()
-    row = {"input_ids": first["input_ids"] + second["input_ids"], "labels": first["labels"] + second["labels"],
-           "seq_lengths": [len(first["input_ids"]), len(second["input_ids"])]}
+    row = {
+        "input_ids": first["input_ids"] + second["input_ids"],
+        "labels": first["labels"] + second["labels"],
+        "seq_lengths": [len(first["input_ids"]), len(second["input_ids"])],
+    }
     batch = collate([row], pad_id=0)
     changed = dict(batch)
     changed["input_ids"] = batch["input_ids"].clone()
     changed["input_ids"][0, : len(first["input_ids"])] = 7  # rewrite the first example entirely
     with torch.no_grad():
         a = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        b = model(input_ids=changed["input_ids"], position_ids=changed["position_ids"], use_cache=False).logits
+        b = model(
+            input_ids=changed["input_ids"], position_ids=changed["position_ids"], use_cache=False
+        ).logits
         alone = model(input_ids=torch.tensor([second["input_ids"]]), use_cache=False).logits
     start = len(first["input_ids"])
     torch.testing.assert_close(a[0, start:], b[0, start:])  # the second example never saw the first

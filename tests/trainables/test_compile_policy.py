@@ -40,6 +40,8 @@ def test_the_threshold_is_where_the_saving_equals_the_compile_time():
     assert tokens(1) > 0
 
 
-@pytest.mark.parametrize(("length", "width"), [(1, 64), (64, 64), (65, 128), (130, 256), (300, 384), (384, 384)])
+@pytest.mark.parametrize(
+    ("length", "width"), [(1, 64), (64, 64), (65, 128), (130, 256), (300, 384), (384, 384)]
+)
 def test_unpacked_widths_fall_into_few_buckets(length, width):
     assert bucket_width(length, 384) == width

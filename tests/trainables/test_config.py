@@ -32,7 +32,9 @@ def test_unknown_key_lists_the_known_ones():
 
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "t.yaml"
-    path.write_text("model: {path: tiny}\nlora: {r: 4, target_modules: [q_proj, v_proj]}\ntraining: {lr: 1e-4}\n")
+    path.write_text(
+        "model: {path: tiny}\nlora: {r: 4, target_modules: [q_proj, v_proj]}\ntraining: {lr: 1e-4}\n"
+    )
     cfg = load_trial_config(path, ["lora.r=16", "quantization.bits=8"])
     assert (cfg.lora.r, cfg.quantization.bits, cfg.training.lr) == (16, 8, 1e-4)
     assert cfg.lora.target_modules == ["q_proj", "v_proj"]
@@ -54,6 +56,8 @@ def test_config_error_survives_pickling():
     """Ray pickles a trial's exception to show it in the driver: the field must survive."""
     import pickle
 
-    err = pickle.loads(pickle.dumps(ConfigError("training.max_seq_len", 16, "a longer length", "no rows left")))
+    err = pickle.loads(
+        pickle.dumps(ConfigError("training.max_seq_len", 16, "a longer length", "no rows left"))
+    )
     assert (err.field, err.value, err.hint) == ("training.max_seq_len", 16, "no rows left")
     assert str(err).startswith("training.max_seq_len: got 16")

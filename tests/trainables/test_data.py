@@ -42,7 +42,11 @@ def test_bad_datasets(tmp_path):
     with pytest.raises(ConfigError, match="data.columns.category"):
         load_rows(DataConfig(source=_write(tmp_path / "a.jsonl", [{"product": "x", "description": "y"}])))
     with pytest.raises(ConfigError, match="data.source"):
-        load_rows(DataConfig(source=_write(tmp_path / "b.jsonl", [{"product": "", "category": "c", "description": ""}])))
+        load_rows(
+            DataConfig(
+                source=_write(tmp_path / "b.jsonl", [{"product": "", "category": "c", "description": ""}])
+            )
+        )
     bad = tmp_path / "c.jsonl"
     bad.write_bytes(b'{"product": "caf\xe9", "category": "c", "description": "d"}\n')
     with pytest.raises(ConfigError, match="UTF-8"):
@@ -59,7 +63,10 @@ def test_column_mapping_and_csv(tmp_path):
 
 
 def test_overlong_rows_counted_and_handled(tok, tmp_path):
-    rows = [{"product": f"p{i}", "category": "c", "description": "word " * (5 if i % 2 else 400)} for i in range(40)]
+    rows = [
+        {"product": f"p{i}", "category": "c", "description": "word " * (5 if i % 2 else 400)}
+        for i in range(40)
+    ]
     src = _write(tmp_path / "long.jsonl", rows)
     truncated = prepare_data(DataConfig(source=src, eval_rows=6), tok, 256)
     dropped = prepare_data(DataConfig(source=src, eval_rows=6, overlong="drop"), tok, 256)
@@ -116,12 +123,20 @@ def test_blank_cells_and_duplicates_are_counted_not_dropped_silently(tok, tmp_pa
 
 def test_every_row_is_accounted_for(tok, tmp_path):
     """Read = dropped (blank, duplicate, beyond max_rows, overlong) + trained + held out."""
-    rows = [{"product": f"p{i}", "category": "c", "description": "word " * (3 if i % 7 else 400)} for i in range(30)]
+    rows = [
+        {"product": f"p{i}", "category": "c", "description": "word " * (3 if i % 7 else 400)}
+        for i in range(30)
+    ]
     rows += [{"product": "p1", "category": "c", "description": "word " * 3}]  # a duplicate
     rows += [{"product": "p2", "category": "c", "description": " "}]  # a blank
     src = _write(tmp_path / "mixed.jsonl", rows)
     s = prepare_data(DataConfig(source=src, eval_rows=4, overlong="drop", max_rows=25), tok, 128).stats
-    left_out = ("rows_dropped_blank", "rows_dropped_duplicate", "rows_beyond_max_rows", "rows_dropped_overlong")
+    left_out = (
+        "rows_dropped_blank",
+        "rows_dropped_duplicate",
+        "rows_beyond_max_rows",
+        "rows_dropped_overlong",
+    )
     assert [s[k] for k in left_out[:3]] == [1, 1, 5] and s["rows_read"] == 32
     assert s["rows_dropped_overlong"] == s["overlong_rows"] >= 1
     assert sum(s[k] for k in left_out) + s["train_rows"] + s["eval_rows"] == s["rows_read"]
@@ -151,6 +166,8 @@ def test_an_empty_parquet_file_says_it_is_empty(tmp_path):
     import pyarrow.parquet as pq
 
     path = tmp_path / "empty.parquet"
-    pq.write_table(pa.table({c: pa.array([], pa.string()) for c in ("product", "category", "description")}), path)
+    pq.write_table(
+        pa.table({c: pa.array([], pa.string()) for c in ("product", "category", "description")}), path
+    )
     with pytest.raises(ConfigError, match=r"^data\.source: .* is empty\)$"):
         load_rows(DataConfig(source=str(path)))

@@ -11,8 +11,10 @@ from trainables.model import load_base_model
 
 
 def _model(tiny_model_dir, int8_matmul: str):
-    cfg = validate(TrialConfig, {"model": {"path": str(tiny_model_dir)},
-                                 "quantization": {"bits": 8, "int8_matmul": int8_matmul}})
+    cfg = validate(
+        TrialConfig,
+        {"model": {"path": str(tiny_model_dir)}, "quantization": {"bits": 8, "int8_matmul": int8_matmul}},
+    )
     return load_base_model(cfg.model, cfg.quantization, torch.device("cpu"))
 
 

@@ -31,8 +31,9 @@ MEASURED = [
 ]
 
 
-def _cfg(targets: str = "all-linear", bits: int = 4, dropout: float = 0.05, int8: str = "llm.int8",
-         **training) -> TrialConfig:
+def _cfg(
+    targets: str = "all-linear", bits: int = 4, dropout: float = 0.05, int8: str = "llm.int8", **training
+) -> TrialConfig:
     return TrialConfig.model_validate(
         {
             "lora": {"r": 8, "target_modules": targets, "dropout": dropout},
@@ -65,8 +66,15 @@ def test_estimate_grows_with_what_it_should() -> None:
     assert _estimate(_cfg(), checkpointing=True) < base / 2  # one layer's activations live at a time
 
 
-SMOLLM2_SHAPE = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                            num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+SMOLLM2_SHAPE = LlamaConfig(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    tie_word_embeddings=True,
+)
 
 
 def test_auto_checkpointing_on_the_cpu_follows_host_memory(monkeypatch) -> None:

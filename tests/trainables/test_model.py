@@ -14,7 +14,10 @@ from trainables.model import count_trainable_params, load_base_model, resolve_ta
 )
 def test_seed_table_from_config_alone(r, targets, expected):
     assert sorted(p.name for p in OPEN_LLAMA.iterdir()) == ["config.json"]  # in the repo, and no weights
-    assert count_trainable_params(ModelConfig(path=str(OPEN_LLAMA)), LoraConfig(r=r, target_modules=targets)) == expected
+    assert (
+        count_trainable_params(ModelConfig(path=str(OPEN_LLAMA)), LoraConfig(r=r, target_modules=targets))
+        == expected
+    )
 
 
 @pytest.fixture(scope="module")

@@ -44,10 +44,13 @@ def _shard_and_save(rank, tiny, out):
     gathered = full_state(model, optimizer)  # every rank: an all-gather
     if rank == 0:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        save_checkpoint(out / "ckpt", model, load_tokenizer(cfg.model), optimizer, scheduler, {"step": 0}, gathered)
+        save_checkpoint(
+            out / "ckpt", model, load_tokenizer(cfg.model), optimizer, scheduler, {"step": 0}, gathered
+        )
         torch.save(logits, out / "logits.pt")
-    (out / f"rank{rank}.json").write_text(json.dumps({"local_bytes": local_bytes, "n": len(quantized),
-                                                      "fraction": local_fraction(quantized)}))
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"local_bytes": local_bytes, "n": len(quantized), "fraction": local_fraction(quantized)})
+    )
 
 
 def test_fsdp_shards_the_4bit_base_and_saves_a_loadable_adapter(tiny_model_dir, tmp_path):
@@ -77,8 +80,11 @@ def _train(rank, tiny, out, sets, stop, shared):
 
     out.mkdir(parents=True, exist_ok=True)
     try:
-        run_trial(_cfg(tiny, *sets), StopAfter(out / ("shared" if shared else f"rank{rank}"), echo=lambda _: None),
-                  strategy="fsdp")
+        run_trial(
+            _cfg(tiny, *sets),
+            StopAfter(out / ("shared" if shared else f"rank{rank}"), echo=lambda _: None),
+            strategy="fsdp",
+        )
     except SystemExit:
         pass
 
@@ -108,9 +114,17 @@ def test_one_fsdp_step_on_two_workers_equals_one_worker(tiny_model_dir, tmp_path
 
 
 def test_fsdp_trial_learns_and_resumes(tiny_model_dir, tmp_path):
-    sets = ["training.max_steps=4", "training.eval_interval=2", "training.lr=5e-3", "training.grad_accum=1",
-            "generation.num_prompts=2", "generation.max_new_tokens=4"]
-    spawn_gloo(_train, str(tiny_model_dir), tmp_path / "a", sets, 2, True)  # interrupted after step 2's checkpoint
+    sets = [
+        "training.max_steps=4",
+        "training.eval_interval=2",
+        "training.lr=5e-3",
+        "training.grad_accum=1",
+        "generation.num_prompts=2",
+        "generation.max_new_tokens=4",
+    ]
+    spawn_gloo(
+        _train, str(tiny_model_dir), tmp_path / "a", sets, 2, True
+    )  # interrupted after step 2's checkpoint
     spawn_gloo(_train, str(tiny_model_dir), tmp_path / "a", sets, 0, True)  # resumed from it
     spawn_gloo(_train, str(tiny_model_dir), tmp_path / "b", sets, 0, True)  # straight through
     resumed = json.loads((tmp_path / "a" / "history0.json").read_text())

@@ -22,12 +22,23 @@ def two_threads():
 
 @pytest.mark.parametrize("bits", [4, 8, 16])
 def test_real_model_learns_at_every_width(tmp_path, bits):
-    cfg = load_trial_config(None, [
-        "model.path=smollm2-135m", f"quantization.bits={bits}", "lora.target_modules=all-linear",
-        "data.eval_rows=8", "training.max_steps=30", "training.eval_interval=10", "training.batch_size=2",
-        "training.grad_accum=1", "training.packing=false", "training.max_seq_len=192", "training.lr=2e-3",
-        "generation.num_prompts=0",
-    ])
+    cfg = load_trial_config(
+        None,
+        [
+            "model.path=smollm2-135m",
+            f"quantization.bits={bits}",
+            "lora.target_modules=all-linear",
+            "data.eval_rows=8",
+            "training.max_steps=30",
+            "training.eval_interval=10",
+            "training.batch_size=2",
+            "training.grad_accum=1",
+            "training.packing=false",
+            "training.max_seq_len=192",
+            "training.lr=2e-3",
+            "generation.num_prompts=0",
+        ],
+    )
     reporter = PrintReporter(tmp_path, echo=lambda _: None)
     final = run_trial(cfg, reporter)
     assert [m["step"] for m in reporter.history] == [10, 20, 30]  # an eval pass at every interval
@@ -39,11 +50,21 @@ def test_real_model_learns_at_every_width(tmp_path, bits):
 
 
 def test_smollm2_judge_calibration_is_computed(tmp_path):
-    cfg = load_trial_config(None, ["judge.backend=local", "judge.model=smollm2-135m", "data.eval_rows=8",
-                                   "generation.num_prompts=4", f"judge.cache_dir={tmp_path}"])
+    cfg = load_trial_config(
+        None,
+        [
+            "judge.backend=local",
+            "judge.model=smollm2-135m",
+            "data.eval_rows=8",
+            "generation.num_prompts=4",
+            f"judge.cache_dir={tmp_path}",
+        ],
+    )
     result = calibrate_judge(cfg)
     print("SmolLM2-135M as a judge:", json.dumps(result))
     for key in ("judge_accuracy", "judge_consistency"):
         assert 0.0 <= result[key] <= 1.0
-    assert result["judge_trusted"] == (result["judge_accuracy"] >= cfg.judge.min_accuracy and
-                                       result.get("judge_accuracy_pairwise", 1.0) >= cfg.judge.min_accuracy)
+    assert result["judge_trusted"] == (
+        result["judge_accuracy"] >= cfg.judge.min_accuracy
+        and result.get("judge_accuracy_pairwise", 1.0) >= cfg.judge.min_accuracy
+    )

@@ -10,11 +10,22 @@ from trainables.trial import run_trial
 
 
 def tiny_cfg(tiny_model_dir, *sets):
-    return load_trial_config(None, [
-        f"model.path={tiny_model_dir}", "data.eval_rows=40", "training.max_steps=20", "training.eval_interval=5",
-        "training.batch_size=4", "training.grad_accum=1", "training.max_seq_len=256", "training.lr=3e-3",
-        "generation.num_prompts=2", "generation.max_new_tokens=8", *sets,
-    ])
+    return load_trial_config(
+        None,
+        [
+            f"model.path={tiny_model_dir}",
+            "data.eval_rows=40",
+            "training.max_steps=20",
+            "training.eval_interval=5",
+            "training.batch_size=4",
+            "training.grad_accum=1",
+            "training.max_seq_len=256",
+            "training.lr=3e-3",
+            "generation.num_prompts=2",
+            "generation.max_new_tokens=8",
+            *sets,
+        ],
+    )
 
 
 @pytest.mark.parametrize("bits", [4, 8, 16])
@@ -63,8 +74,14 @@ def test_resume_continues_from_the_saved_step(tiny_model_dir, tmp_path):
 
 def test_lm_head_adapter_really_trains(tiny_model_dir, tmp_path):
     reporter = PrintReporter(tmp_path, echo=lambda _: None)
-    cfg = tiny_cfg(tiny_model_dir, "lora.target_modules=all-linear+lm_head", "training.max_steps=1",
-                   "training.eval_interval=1", "quantization.bits=16", "generation.num_prompts=0")
+    cfg = tiny_cfg(
+        tiny_model_dir,
+        "lora.target_modules=all-linear+lm_head",
+        "training.max_steps=1",
+        "training.eval_interval=1",
+        "quantization.bits=16",
+        "generation.num_prompts=0",
+    )
     run_trial(cfg, reporter)
     weights = load_file(str(reporter.checkpoint_dir(1) / "adapter" / "adapter_model.safetensors"))
     head_b = [v for k, v in weights.items() if "lm_head" in k and "lora_B" in k]
