@@ -56,3 +56,18 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_
         model.train(was_training)
         tokenizer.padding_side = side
     return outputs
+
+
+def records(rows: list[dict], prompts: list[str], outputs: list[str]) -> list[dict]:
+    """What a person (and the judge) reads of each generation: the row, its prompt, the output, the reference."""
+    return [
+        {
+            "product": r["product"],
+            "category": r["category"],
+            "prompt": p,
+            "output": o,
+            "reference": r["description"],
+            "length": len(o.split()),
+        }
+        for r, p, o in zip(rows, prompts, outputs)
+    ]

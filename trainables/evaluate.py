@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluation.generation import choose, generate
+from evaluation.generation import records as generation_records
 from evaluation.loss import evaluate_loss
 from trainables.batching import trial_eval_batches
 from trainables.checkpoint import adapter_base
@@ -32,17 +33,7 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     tuned = evaluate_loss(model, batches)
     rows = choose(data.eval_rows, cfg.generation)
     prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
-    records = [
-        {
-            "product": r["product"],
-            "category": r["category"],
-            "prompt": p,
-            "output": o,
-            "reference": r["description"],
-            "length": len(o.split()),
-        }
-        for r, p, o in zip(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
-    ]
+    records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
     judged = judge_outputs(cfg, records)
     return {
         **tuned,

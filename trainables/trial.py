@@ -24,6 +24,7 @@ import yaml
 from filelock import FileLock
 
 from evaluation.generation import choose, generate
+from evaluation.generation import records as generation_records
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
 from trainables.base_cache import acquire_base, release_base
 from trainables.batching import (
@@ -344,17 +345,7 @@ def _generations(cfg: TrialConfig, model, tokenizer, data, lockstep: bool) -> tu
 def _final_evaluation(cfg: TrialConfig, data, generations: tuple[list, list, list, list], ckpt: Path) -> dict:
     """The judge's verdicts on the final generations, and the files a person reads."""
     rows, prompts, outputs, base_outputs = generations
-    records = [
-        {
-            "product": r["product"],
-            "category": r["category"],
-            "prompt": p,
-            "output": o,
-            "reference": r["description"],
-            "length": len(o.split()),
-        }
-        for r, p, o in zip(rows, prompts, outputs)
-    ]
+    records = generation_records(rows, prompts, outputs)
     base = [{**rec, "output": o, "length": len(o.split())} for rec, o in zip(records, base_outputs)]
     judged = judge_outputs(cfg, records, base_outputs)
     out = ckpt / "eval"
