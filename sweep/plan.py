@@ -72,9 +72,10 @@ def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> list[dict]:
     for combo in shape_combinations(cfg):
         trial = trial_config(cfg.trial_dict(), combo)
         path = trial.model.path
-        if path not in configs:
-            configs[path] = load_config(ModelConfig(path=path, revision=trial.model.revision))
-        mc = configs[path]
+        if path not in configs:  # each model's config and size once, not once per combination
+            config = load_config(ModelConfig(path=path, revision=trial.model.revision))
+            configs[path] = config, count_params(config)
+        mc, n_params = configs[path]
         params = count_trainable_params_for(mc, trial.lora)
         fast = estimate(trial, mc, params, gradient_checkpointing=False)
         lean = estimate(trial, mc, params, gradient_checkpointing=True)
@@ -84,7 +85,7 @@ def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> list[dict]:
         conc = (
             choose(
                 memory_fit,
-                count_params(mc),
+                n_params,
                 train_tokens(trial, per_epoch),
                 trial.training.compile,
                 trial.training.packing,

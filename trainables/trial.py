@@ -133,11 +133,12 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             plan += micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed + len(plan), 1)
         # Compile only where it pays (a 10-step trial would spend its whole life compiling).
         width = t_cfg.max_seq_len if t_cfg.packing else data.stats["train_tokens"] / max(len(train_rows), 1)
+        on_gpu = device.type == "cuda"  # the CPU never compiles: no meta model to count parameters on
         decision = decide_compile(
             t_cfg.compile,
-            device.type == "cuda",
+            on_gpu,
             t_cfg.packing,
-            count_params(load_config(cfg.model)),
+            count_params(load_config(cfg.model)) if on_gpu else 0,
             int(total_steps * per_step * t_cfg.batch_size * width),
         )
         # Packed micro-batches all have one shape (this worker's rows x max_seq_len): see collate.
