@@ -8,9 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Strict(BaseModel):
-    """Base for every config section: unknown keys are errors, not silently ignored."""
+    """Base for every config section: unknown keys are errors, not silently ignored. Defaults are
+    validated too, so `alpha: float = 16` is 16.0 whether defaulted or read back from a saved config
+    (a resumed sweep's MLflow params then equal the first run's)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class GenerationConfig(Strict):

@@ -266,6 +266,24 @@ def test_finish_kills_runs_left_running(tmp_path):
     assert json.loads(client.get_run(parent).data.params["search.space"]) == {"lora.r": [4, 8]}
 
 
+def test_resumed_sweep_logs_the_same_params_as_its_first_run(tmp_path, caplog):
+    """`resume` reads the config back from the experiment's sweep_config.yaml: float fields with
+    whole defaults (lora.alpha 16, training.epochs 3) must not turn into new values ("16.0")."""
+    from sweep.config import SweepConfig
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first = SweepConfig.model_validate({"name": "again", "model": {"path": "tiny"}})
+    saved = SweepConfig.model_validate(yaml.safe_load(yaml.safe_dump(first.model_dump())))
+    runs = [
+        start_sweep_run(uri, "exp-again", cfg.model_dump(), cfg.search.space, storage_path=str(tmp_path))
+        for cfg in (first, saved)
+    ]
+    assert runs[0] == runs[1]  # the resumed sweep reopened its run
+    assert "keeps its first value" not in caplog.text
+    params = client_for(uri).get_run(runs[0]).data.params
+    assert (params["lora.alpha"], params["training.epochs"]) == ("16.0", "3.0")
+
+
 def test_params_mask_secrets(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_TOKEN", "plain-looking-but-secret-value")
     params = safe_params(
