@@ -5,6 +5,8 @@ every ~10 s by default and not atomically: a driver killed in between resumes fr
 one killed mid-write leaves a truncated file that `Tuner.restore` cannot read (it then continues
 without state and fails). So the driver (1) asks Tune to write state after every event and (2) keeps a
 copy of the last state that fully parses; `repair_state` puts that copy back before restoring.
+The copy is swapped in by two renames, and a kill can fall between them: the copy being swapped in
+(marked complete once every file is in it) or the one before it then serves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from ray import tune
 
 BACKUP = ".state-backup"
+COMPLETE = "COMPLETE"  # written last into a backup: all of its files are there
 STATE_GLOBS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json", "tuner.pkl")
 
 
@@ -56,7 +59,8 @@ def state_is_readable(exp: Path) -> bool:
 
 
 def backup_state(exp: Path) -> bool:
-    """Copy the current state files aside if (and only if) every one of them parses."""
+    """Copy the current state files aside if (and only if) every one of them parses, as read and as
+    copied (the background sync to storage truncates a file before it rewrites it)."""
     if not state_is_readable(exp):
         return False
     tmp = exp / (BACKUP + ".tmp")
@@ -64,6 +68,9 @@ def backup_state(exp: Path) -> bool:
     tmp.mkdir()
     for path in _state_files(exp):
         shutil.copy2(path, tmp / path.name)
+    if not state_is_readable(tmp):  # Tune's sync rewrote a file while it was copied: keep the last
+        return False
+    (tmp / COMPLETE).touch()
     old = exp / (BACKUP + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if (exp / BACKUP).exists():
@@ -77,12 +84,16 @@ def repair_state(exp: Path) -> str:
     """Before `Tuner.restore`: 'ok' if the state parses, 'repaired' if the backup was put back."""
     if state_is_readable(exp):
         return "ok"
-    backup = exp / BACKUP
-    if not backup.is_dir() or not state_is_readable(backup):
+    # Newest first. Only a whole copy is ever renamed to BACKUP or .old; .tmp may be cut short.
+    candidates = [exp / BACKUP, exp / (BACKUP + ".tmp"), exp / (BACKUP + ".old")]
+    usable = [
+        d for d in candidates if state_is_readable(d) and (d.suffix != ".tmp" or (d / COMPLETE).is_file())
+    ]
+    if not usable:
         return "unrecoverable"
     for path in _state_files(exp):
         path.unlink()
-    for path in backup.iterdir():
+    for path in _state_files(usable[0]):
         shutil.copy2(path, exp / path.name)
     return "repaired"
 
