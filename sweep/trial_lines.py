@@ -18,10 +18,11 @@ from pathlib import Path
 import ray
 from ray import tune
 from ray.tune.experimental.output import AirVerbosity, TuneTerminalReporter
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.logger import CSVLoggerCallback
 
 from sweep import console
 from sweep.space import tune_space
+from sweep.tune_logs import JsonLogger
 
 # Tune's table at the start, at the end, and in between at most this often: the lines of finished
 # trials show the progress (a 6-trial CPU quickstart of ~5 min then prints 2 or 3 tables, not 10).
@@ -30,11 +31,12 @@ TABLE_EVERY_S = 600
 
 def tune_callbacks(cfg) -> list:
     """The callbacks that replace Tune's automatic ones (see `console.use_console`): the JSON and CSV
-    loggers Tune's results are read from, and this one."""
+    loggers Tune's results are read from (the JSON one keeps a restarted trial's rows, see
+    `sweep/tune_logs.py`), and this one."""
     s = cfg.search
     return [
         TrialLines(s.metric, s.mode, tune_space(s.space), s.scheduler.type),
-        JsonLoggerCallback(),
+        JsonLogger(),
         CSVLoggerCallback(),
     ]
 

@@ -90,6 +90,14 @@ def trial_rows(experiment: Path) -> dict[str, list[dict]]:
     }
 
 
+def reported_from(experiment: Path, node_id: str) -> bool:
+    """Whether any trial's result.json in storage holds a row from the node. Tune's driver rewrites
+    these files after every step, so a read may catch one cut short: its text is searched, not parsed."""
+    return any(
+        f'"node_id": "{node_id}"' in f.read_text() for f in experiment.glob("run_tune_trial_*/result.json")
+    )
+
+
 def built(cache_dir: Path) -> list[str]:
     """Entries built into a node's cache dir (not the lock files beside them)."""
     return (
@@ -288,9 +296,7 @@ def test_node_lost_mid_sweep_its_trial_resumes_elsewhere_from_its_checkpoint(
     # One CPU per node and three trials at once: one trial runs on the victim. Kill the node (every
     # process of it, at once) right after that trial's first report, which carried a checkpoint.
     client, deadline = jobs_client(cluster), time.monotonic() + JOB_DEADLINE_S
-    while not any(
-        r["node_id"] == victim.node_id for rs in trial_rows(storage / "nodeloss").values() for r in rs
-    ):
+    while not reported_from(storage / "nodeloss", victim.node_id):
         if client.get_job_status(job_id).is_terminal() or time.monotonic() > deadline:
             pytest.fail(f"no trial reported from the victim node:\n{client.get_job_logs(job_id)[-4000:]}")
         time.sleep(0.2)  # polling interval of the result probe, bounded by the deadline
@@ -298,10 +304,20 @@ def test_node_lost_mid_sweep_its_trial_resumes_elsewhere_from_its_checkpoint(
 
     assert wait_job(cluster, job_id) == "SUCCEEDED", client.get_job_logs(job_id)[-4000:]
     rows = trial_rows(storage / "nodeloss")
-    assert len(rows) == 3 and all(r[-1]["done"] and r[-1]["step"] == 40 for r in rows.values())
+    names = {node.node_id: name for name, node in cluster.nodes.items()}
+
+    def evidence() -> str:
+        """Every trial's rows as node@step, and the end of the job's log: what a failure here needs."""
+        seen = (
+            f"{t}: " + " ".join(f"{names.get(r['node_id'], '?')}@{r['step']}" for r in rs)
+            for t, rs in rows.items()
+        )
+        return "\n".join(seen) + "\n" + client.get_job_logs(job_id)[-3000:]
+
+    assert len(rows) == 3 and all(r[-1]["done"] and r[-1]["step"] == 40 for r in rows.values()), evidence()
     moved = [r for r in rows.values() if r[0]["node_id"] == victim.node_id]
-    assert len(moved) == 1
+    assert len(moved) == 1, evidence()  # Tune kept its rows from before the restart (sweep/tune_logs.py)
     steps = [r["step"] for r in moved[0]]
-    assert moved[0][-1]["node_id"] != victim.node_id  # finished on a surviving node
-    assert steps == sorted(set(steps)), steps  # went on from its checkpoint: no step trained twice
+    assert moved[0][-1]["node_id"] != victim.node_id, evidence()  # finished on a surviving node
+    assert steps == sorted(set(steps)), evidence()  # went on from its checkpoint: no step trained twice
     assert_all_tracked(mlflow_server, "nodeloss", 3)
