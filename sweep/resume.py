@@ -59,16 +59,15 @@ def state_is_readable(exp: Path) -> bool:
 
 
 def backup_state(exp: Path) -> bool:
-    """Copy the current state files aside if (and only if) every one of them parses, as read and as
-    copied (the background sync to storage truncates a file before it rewrites it)."""
-    if not state_is_readable(exp):
-        return False
+    """Copy the current state files aside; the copy replaces the backup if (and only if) every file
+    of it parses. The copy is what is checked: the background sync to storage truncates a file before
+    it rewrites it, so a file that parsed a moment ago may be copied cut short."""
     tmp = exp / (BACKUP + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for path in _state_files(exp):
         shutil.copy2(path, tmp / path.name)
-    if not state_is_readable(tmp):  # Tune's sync rewrote a file while it was copied: keep the last
+    if not state_is_readable(tmp):  # the backup stays as it was; an unmarked .tmp is never used
         return False
     (tmp / COMPLETE).touch()
     old = exp / (BACKUP + ".old")
@@ -86,14 +85,15 @@ def repair_state(exp: Path) -> str:
         return "ok"
     # Newest first. Only a whole copy is ever renamed to BACKUP or .old; .tmp may be cut short.
     candidates = [exp / BACKUP, exp / (BACKUP + ".tmp"), exp / (BACKUP + ".old")]
-    usable = [
-        d for d in candidates if state_is_readable(d) and (d.suffix != ".tmp" or (d / COMPLETE).is_file())
-    ]
-    if not usable:
+    usable = (
+        d for d in candidates if (d.suffix != ".tmp" or (d / COMPLETE).is_file()) and state_is_readable(d)
+    )
+    chosen = next(usable, None)
+    if chosen is None:
         return "unrecoverable"
     for path in _state_files(exp):
         path.unlink()
-    for path in _state_files(usable[0]):
+    for path in _state_files(chosen):
         shutil.copy2(path, exp / path.name)
     return "repaired"
 
