@@ -7,6 +7,7 @@ import random
 import torch
 
 from evaluation.config import GenerationConfig
+from evaluation.eager import eager_sdpa
 
 
 def choose(rows: list[dict], cfg: GenerationConfig) -> list[dict]:
@@ -26,15 +27,8 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_
     tokenizer.padding_side = "left"
     torch.manual_seed(cfg.seed)
     outputs: list[str] = []
-    # Flex attention runs unfused outside torch.compile (the whole scores matrix, and a warning per
-    # call): generation, eager, uses sdpa, which needs no block mask for unpacked prompts.
-    attn = getattr(model.config, "_attn_implementation", None)
-    if attn == "flex_attention":
-        model.set_attn_implementation("sdpa")
     try:
-        # Eager: the training layers are compiled for one fixed shape, and every new generation length
-        # would recompile them.
-        with torch.compiler.set_stance("force_eager"):
+        with eager_sdpa(model):  # no recompile per generation length (evaluation/eager.py)
             for i in range(0, len(prompts), batch_size):
                 enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(device)
                 kwargs = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.do_sample else {}
@@ -51,8 +45,6 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_
                 new = out[:, enc["input_ids"].shape[1] :]
                 outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
-        if attn == "flex_attention":
-            model.set_attn_implementation(attn)
         model.train(was_training)
         tokenizer.padding_side = side
     return outputs
@@ -71,3 +63,8 @@ def records(rows: list[dict], prompts: list[str], outputs: list[str]) -> list[di
         }
         for r, p, o in zip(rows, prompts, outputs)
     ]
+
+
+def with_outputs(records: list[dict], outputs: list[str]) -> list[dict]:
+    """The same prompts' records with other outputs (the base model's, beside a trial's)."""
+    return [{**rec, "output": o, "length": len(o.split())} for rec, o in zip(records, outputs)]

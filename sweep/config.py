@@ -104,7 +104,10 @@ class ResourcesConfig(Strict):
         description="GPUs per trial; fractions pack trials on one GPU; auto = from the memory estimate (0 without GPUs).",
     )
     gpu_memory_gb: float | None = Field(
-        None, gt=0, description="Memory of one GPU for auto fractions and `plan`; default: detected, else 80."
+        None,
+        gt=0,
+        description="Memory of one GPU for auto fractions and `plan`, and a cap: each trial process is held to "
+        "its share of it (to share a GPU with other work, or to emulate a smaller GPU); default: detected, else 80.",
     )
     workers_per_trial: int = Field(1, ge=1, description="Ray Train workers per trial (data parallel).")
     strategy: Literal["ddp", "fsdp"] = Field(

@@ -11,9 +11,7 @@ import os
 import ray
 
 from sweep.config import SweepConfig
-from sweep.plan import plan_rows
-
-MAX_PER_GPU = 8
+from sweep.plan import MAX_PER_GPU, node_stats, plan_rows
 
 
 def gpu_memory_gb(cfg: SweepConfig) -> float:
@@ -31,8 +29,8 @@ def gpu_memory_gb(cfg: SweepConfig) -> float:
 
 def auto_gpu_share(cfg: SweepConfig) -> float:
     """1/k of a GPU, k chosen for throughput within the memory fit of the heaviest combination
-    (sweep/throughput.py; at most 8), else a whole GPU."""
-    rows = plan_rows(cfg, gpu_memory_gb(cfg))
+    (sweep/throughput.py; at most 8), from this node's measurements where it has them, else a whole GPU."""
+    rows = plan_rows(cfg, gpu_memory_gb(cfg), node_stats())
     per_gpu = min(min(r["trials_per_gpu"] for r in rows), MAX_PER_GPU)
     return 1.0 / per_gpu if per_gpu >= 1 else 1.0
 

@@ -14,11 +14,16 @@ from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.space import describe, trial_config
 from sweep.throughput import choose
+from trainables.builtin_models import cache_dir
+from trainables.compile_policy import rates
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data import load_rows, prompt_for
 from trainables.memory import count_params, estimate
 from trainables.model import count_trainable_params_for, load_config
+from trainables.node_stats import NodeStats, load_stats, stats_path
+from trainables.run_plan import HEADROOM, plan_run
 
+MAX_PER_GPU = 8
 CHARS_PER_TOKEN = 4.0  # English text with a BPE vocabulary: a plan needs no tokenizer
 
 SHAPE_PATHS = (
@@ -66,9 +71,24 @@ def train_tokens(trial: TrialConfig, per_epoch: int | None) -> int:
     return int(t.epochs * (per_epoch if per_epoch is not None else 10**6))
 
 
-def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> list[dict]:
+def node_stats() -> NodeStats | None:
+    """What this machine's GPU measured in earlier trials (trainables/node_stats.py), if it has one."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return load_stats(stats_path(cache_dir(), torch.cuda.get_device_name(0)))
+    except Exception:  # noqa: BLE001 - a driver without CUDA plans from the built-in figures
+        pass
+    return None
+
+
+def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0, stats: NodeStats | None = None) -> list[dict]:
+    """One row per shape combination: how its trials will run and how many share a GPU (the same
+    `plan_run` each trial calls for itself, for 1/k of `gpu_memory_gb` for each k)."""
     rows, configs = [], {}
     per_epoch = epoch_tokens(trial_config(cfg.trial_dict(), {}))
+    compile_s = rates(stats)[2]
     for combo in shape_combinations(cfg):
         trial = trial_config(cfg.trial_dict(), combo)
         path = trial.model.path
@@ -77,34 +97,27 @@ def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> list[dict]:
             configs[path] = config, count_params(config)
         mc, n_params = configs[path]
         params = count_trainable_params_for(mc, trial.lora)
-        fast = estimate(trial, mc, params, gradient_checkpointing=False)
-        lean = estimate(trial, mc, params, gradient_checkpointing=True)
-        usable = 0.9 * gpu_memory_gb
-        fits = fast.total_gb <= usable or lean.total_gb <= usable
-        memory_fit = max(int(usable // fast.total_gb), 1 if fits else 0)
-        conc = (
-            choose(
-                memory_fit,
-                n_params,
-                train_tokens(trial, per_epoch),
-                trial.training.compile,
-                trial.training.packing,
-            )
-            if fits
-            else None
-        )
+        tokens = train_tokens(trial, per_epoch)
+        runs = {
+            k: plan_run(trial, mc, n_params, params, tokens, gpu_memory_gb / k, True, k, stats)
+            for k in range(1, MAX_PER_GPU + 1)
+        }
+        conc = choose(runs, compile_s)
+        run = conc.run if conc else runs[1]
+        lean = estimate(trial, mc, params, gradient_checkpointing=True, compiled=run.compile.compile)
         rows.append(
             {
                 **combo,
                 "trainable_params": params,
-                "est_gb": round(fast.total_gb, 2),
-                "est_gb_ckpt": round(lean.total_gb, 2),
-                "grad_ckpt": "off" if fast.total_gb <= usable else "on",
-                "fits_one_gpu": fits,
-                "memory_fit": memory_fit,
+                "compiled": run.compile.compile,
+                "est_gb": round(run.need_gb, 2),
+                "grad_ckpt": "on" if run.gradient_checkpointing else "off",
+                "micro_batch": f"{run.batch_size}x{run.grad_accum}",
+                "fits_one_gpu": runs[1].fits,
+                "memory_fit": conc.memory_fit if conc else 0,
                 "trials_per_gpu": conc.per_gpu if conc else 0,
-                "workers_needed": _workers_needed(lean, usable),
-                "why": conc.why() if conc else "does not fit one GPU",
+                "workers_needed": _workers_needed(lean, HEADROOM * gpu_memory_gb),
+                "why": conc.why() if conc else f"does not fit one GPU: {run.memory_reason()}",
             }
         )
     return rows
@@ -118,7 +131,7 @@ def _workers_needed(lean, usable_gb: float) -> int | str:
     return math.ceil(lean.weights_gb / (usable_gb - rest)) if usable_gb > rest else "too big"
 
 
-def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> str:
+def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, stats: NodeStats | None = None) -> str:
     """The plan as text: the space, then one table row per combination."""
     lines = [
         f"sweep {cfg.name}: {cfg.search.num_samples} trials, metric {cfg.search.metric} ({cfg.search.mode}), "
@@ -128,12 +141,14 @@ def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> str:
     lines += [f"  {line}" for line in describe(cfg.search.space)] or [
         "  (none: every trial uses the base config)"
     ]
-    rows = plan_rows(cfg, gpu_memory_gb)
+    rows = plan_rows(cfg, gpu_memory_gb, stats)
     keys = [k for k in SHAPE_PATHS if any(k in r for r in rows)]
     cols = keys + [
         "trainable_params",
-        "est_gb",
+        "compiled",
+        "micro_batch",
         "grad_ckpt",
+        "est_gb",
         "memory_fit",
         "trials_per_gpu",
         "fits_one_gpu",
@@ -141,7 +156,10 @@ def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> str:
     ]
     table = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    lines.append(f"per combination (GPU of {gpu_memory_gb:g} GiB; est_gb without gradient checkpointing):")
+    lines.append(
+        f"per combination (GPU of {gpu_memory_gb:g} GiB; est_gb: peak of one trial as it will run, "
+        "measured on this GPU where it ran before):"
+    )
     lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
     heaviest = min(rows, key=lambda r: (r["trials_per_gpu"], -r["est_gb"]))

@@ -21,6 +21,7 @@ from sweep.console import failure_reason, use_console
 from sweep.placement import concurrent_trials, trial_resources
 from sweep.preflight import check_cluster
 from sweep.resume import StateBackup, repair_state, write_state_often
+from sweep.samples import sample_best
 from sweep.search import reports_per_trial, searcher_of
 from sweep.search import scheduler as _scheduler
 from sweep.search import searcher as _searcher
@@ -141,7 +142,8 @@ def run_sweep(
     best = _best(cfg, complete or finished)  # a trial ASHA stopped early is best only if none completed
     if best:
         best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
-        _log_base_generations(uri, parent, best["checkpoint"])
+        if not sample_best(cfg, best, uri, parent):
+            _log_base_generations(uri, parent, best["checkpoint"])
     finish_sweep_run(uri, parent)
     return SweepOutcome(
         results.experiment_path,

@@ -58,6 +58,7 @@ from sweep.tracking_runs import (  # noqa: F401 - `sweep.tracking` is the one im
     finish_sweep_run,
     log_base_generations,
     log_calibration,
+    log_generations,
     log_metrics,
     log_params,
     start_sweep_run,
@@ -278,11 +279,7 @@ class MlflowTrialCallback(Callback):
                 self.client.log_artifacts(run_id, str(ckpt / sub), "adapter")
         generations = ckpt / "eval" / "generations.json"
         if generations.is_file():
-            rows = json.loads(generations.read_text(encoding="utf-8"))
-            if rows:
-                columns = list(dict.fromkeys(k for row in rows for k in row))
-                table = {c: [row.get(c) for row in rows] for c in columns}
-                self.client.log_table(run_id, table, "eval/generations.json")
+            log_generations(self.client, run_id, json.loads(generations.read_text(encoding="utf-8")))
         summary_file = ckpt / "eval" / "summary.json"
         if summary_file.is_file():
             summary = json.loads(summary_file.read_text(encoding="utf-8"))

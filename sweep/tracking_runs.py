@@ -224,3 +224,10 @@ def log_calibration(tracking_uri: str, parent_run_id: str, calibration: Mapping[
 def log_base_generations(tracking_uri: str, parent_run_id: str, rows: list[dict]) -> None:
     """The base model's generations for the held-out prompts (the report shows them beside the best's)."""
     client_for(tracking_uri).log_dict(parent_run_id, rows, "eval/base_generations.json")
+
+
+def log_generations(client, run_id: str, rows: list[dict]) -> None:
+    """A trial's generations as an MLflow table (the report shows the best's beside the base's)."""
+    if rows:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        client.log_table(run_id, {c: [row.get(c) for row in rows] for c in columns}, "eval/generations.json")

@@ -29,6 +29,8 @@ from trainables.trial import run_trial
 class TrainReporter:
     """Reports through Ray Train: every rank reports (Train requires it); rank 0 attaches the checkpoint."""
 
+    generates = False  # the sweep samples its best trial once, after it ends (sweep/samples.py)
+
     def restore_dir(self) -> Path | None:
         ckpt = ray.train.get_checkpoint()
         return Path(ckpt.to_directory()) if ckpt is not None else None

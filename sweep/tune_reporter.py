@@ -22,13 +22,15 @@ from sweep.config import SweepConfig
 from sweep.console import LOG_NAME, trial_dir, trial_log
 from sweep.space import trial_config
 from trainables.config import TrialConfig
-from trainables.memory import FRACTION_ENV
+from trainables.memory import CAP_ENV, FRACTION_ENV
 
 log = logging.getLogger(__name__)
 
 
 class TuneReporter:
     """Reports to Ray Tune; checkpoints are written to a temp dir that Ray copies into storage."""
+
+    generates = False  # a sweep generates samples once, after it ends (sweep/samples.py), unless judged
 
     def __init__(self, sweep: SweepConfig, share: float):
         self.sweep, self.share = sweep, share
@@ -141,6 +143,10 @@ def _run(cfg: TrialConfig, sweep_cfg: SweepConfig) -> None:
     share = assigned.get("GPU") or assigned.get("CPU", 1.0)  # the cost unit: GPU-s, or CPU-s without GPUs
     if assigned.get("GPU"):
         os.environ[FRACTION_ENV] = str(min(1.0, assigned["GPU"]))  # lets the trainable size itself
+        if sweep_cfg.resources.gpu_memory_gb:  # "a GPU" is this large: the trial is capped to its share
+            os.environ[CAP_ENV] = str(sweep_cfg.resources.gpu_memory_gb)
+        else:
+            os.environ.pop(CAP_ENV, None)  # a reused worker: the last sweep's cap is not this one's
     if sweep_cfg.resources.workers_per_trial > 1:
         from sweep.train_workers import run_multi_worker_trial
 

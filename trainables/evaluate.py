@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.generation import choose, generate
+from evaluation.generation import choose, generate, with_outputs
 from evaluation.generation import records as generation_records
 from evaluation.loss import evaluate_loss
 from trainables.batching import trial_eval_batches
@@ -21,9 +21,7 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     The base is the one the adapter names (a hub id, or a built-in's portable name resolved through
     the local cache, offline) unless the config sets `model.path` itself.
     """
-    named = adapter_base(adapter)
-    if named and "path" not in cfg.model.model_fields_set:
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": named})})
+    cfg = _named_base(cfg, adapter)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
     batches = trial_eval_batches(cfg.training, data.eval, tokenizer.pad_token_id)
@@ -42,3 +40,25 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
         **judged,
         "generations": records,
     }
+
+
+def _named_base(cfg: TrialConfig, adapter: str | Path) -> TrialConfig:
+    named = adapter_base(adapter)
+    if named and "path" not in cfg.model.model_fields_set:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": named})})
+    return cfg
+
+
+def sample_generations(cfg: TrialConfig, adapter: str | Path) -> tuple[list[dict], list[dict]]:
+    """A trial's generations for the fixed held-out prompts and the base model's for the same prompts,
+    as a trial with a judge writes them (for a sweep without one: its best trial, once, after it ends)."""
+    cfg = _named_base(cfg, adapter)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
+    model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
+    rows = choose(data.eval_rows, cfg.generation)
+    prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
+    records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
+    with model.disable_adapter():
+        base = with_outputs(records, generate(model, tokenizer, prompts, cfg.generation))
+    return records, base

@@ -26,6 +26,9 @@ CUDA_CONTEXT_GB = 0.6  # not seen by torch.cuda.max_memory_allocated, but taken 
 # adapting the MLP keeps its inputs (hidden + intermediate) for the adapters' weight gradients;
 # LoRA dropout keeps a dropped copy of each adapted input; bitsandbytes int8 layers keep their inputs.
 A_H, A_I = 6.0, 2.23
+# Eager layers (no fusion; sdpa instead of flex attention) keep about twice the activations of compiled
+# ones: 46 GB against 23 GB at the same shape on an H100 (issue 30).
+EAGER_ACTS = 2.2
 DROPOUT_COPY = 0.95  # x the summed input widths of the adapted layers
 INT8_KEEP = 1.85  # x the summed input widths of all quantized layers (6 h + i for Llama)
 _MLP_OUT = {"down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj"}  # layers whose input is intermediate-wide
@@ -33,6 +36,7 @@ _MLP = _MLP_OUT | {"gate_proj", "up_proj", "fc1", "w1", "w3", "dense_h_to_4h", "
 _PRESETS = {"attention": ["q_proj", "v_proj"], "attention-all": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 _ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FRACTION_ENV = "QLORA_SWEEP_GPU_FRACTION"  # set by the sweep: the share of the GPU this trial may use
+CAP_ENV = "QLORA_SWEEP_GPU_MEMORY_GB"  # set by the sweep from resources.gpu_memory_gb: memory of "a GPU"
 
 
 @dataclass
@@ -67,9 +71,14 @@ def count_params(model_config) -> int:
 
 
 def estimate(
-    cfg: TrialConfig, model_config, trainable_params: int, gradient_checkpointing: bool, on_gpu: bool = True
+    cfg: TrialConfig,
+    model_config,
+    trainable_params: int,
+    gradient_checkpointing: bool,
+    on_gpu: bool = True,
+    compiled: bool = True,
 ) -> MemoryEstimate:
-    """Peak memory of one trial (one worker) in GiB."""
+    """Peak memory of one trial (one worker) in GiB, with its layers compiled or eager (GPU)."""
     linear, other, layers = _split_params(model_config)
     bits = cfg.quantization.bits
     per_weight = {4: 0.5 * 1.03, 8: 1.0 * 1.01, 16: 2.0}[bits]  # + quantization constants
@@ -79,7 +88,7 @@ def estimate(
     h = model_config.hidden_size
     i = getattr(model_config, "intermediate_size", 4 * h)
     tokens = cfg.training.batch_size * cfg.training.max_seq_len
-    per_layer_token = _per_layer_token(cfg, h, i) * wide
+    per_layer_token = _per_layer_token(cfg, h, i) * wide * (EAGER_ACTS if on_gpu and not compiled else 1.0)
     if gradient_checkpointing:  # layer inputs kept, one layer's activations live at a time
         acts = tokens * (layers * h * wide + per_layer_token)
     else:
@@ -105,10 +114,27 @@ def _per_layer_token(cfg: TrialConfig, h: int, i: int) -> float:
     return elems
 
 
-def gpu_budget_gb(device: torch.device) -> float:
-    """This trial's share of the GPU: total memory times the fraction the sweep granted."""
+def gpu_memory_gb(device: torch.device) -> float:
+    """The memory of "a GPU" for this trial: the device's, or less where the sweep caps it
+    (resources.gpu_memory_gb: to share a GPU with other work, or to emulate a smaller one)."""
     total = torch.cuda.get_device_properties(device).total_memory / GIB
-    return total * float(os.environ.get(FRACTION_ENV, "1"))
+    cap = float(os.environ.get(CAP_ENV) or total)
+    return min(total, cap)
+
+
+def gpu_budget_gb(device: torch.device) -> float:
+    """This trial's share of the GPU: its memory (capped) times the fraction the sweep granted."""
+    return gpu_memory_gb(device) * float(os.environ.get(FRACTION_ENV, "1"))
+
+
+def cap_process_memory(device: torch.device) -> float:
+    """Hold this process to its budget (torch raises OutOfMemoryError past it), so a trial that needs
+    more than planned fails alone instead of taking memory its neighbours on the GPU were promised."""
+    budget = gpu_budget_gb(device)
+    total = torch.cuda.get_device_properties(device).total_memory / GIB
+    if budget < total:
+        torch.cuda.set_per_process_memory_fraction(budget / total, device)
+    return budget
 
 
 # On the CPU (fp32, eager, sdpa's math kernel keeping its scores) peaks run well above the GPU-calibrated
@@ -123,20 +149,6 @@ def host_available_gb() -> float:
             return next(int(ln.split()[1]) for ln in f if ln.startswith("MemAvailable")) / 2**20
     except (OSError, StopIteration):
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
-
-
-def needs_checkpointing(cfg: TrialConfig, model_config, device: torch.device) -> bool:
-    """'auto': on when the estimate does not fit this trial's GPU share, or (CPU) the host's free memory."""
-    mode = cfg.training.gradient_checkpointing
-    if mode != "auto":
-        return mode == "on"
-    from trainables.model import count_trainable_params_for  # local: avoids a cycle at import
-
-    trainable = count_trainable_params_for(model_config, cfg.lora)
-    if device.type != "cuda":
-        need = CPU_FACTOR * estimate(cfg, model_config, trainable, False, on_gpu=False).total_gb
-        return need > 0.8 * host_available_gb()
-    return estimate(cfg, model_config, trainable, False).total_gb > 0.9 * gpu_budget_gb(device)
 
 
 def use_expandable_segments(device: torch.device) -> None:

@@ -11,9 +11,11 @@ forward a collective, so under FSDP all workers evaluate, generate and gather ch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import os
 import resource
 import time
 from pathlib import Path
@@ -23,7 +25,8 @@ import torch.distributed as dist
 import yaml
 from filelock import FileLock
 
-from evaluation.generation import choose, generate
+from evaluation.eager import eager_sdpa
+from evaluation.generation import choose, generate, with_outputs
 from evaluation.generation import records as generation_records
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
 from trainables.base_cache import acquire_base, release_base
@@ -36,22 +39,32 @@ from trainables.batching import (
     trial_eval_batches,
 )
 from trainables.builtin_models import cache_dir
-from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
-from trainables.compile_policy import decide_compile
-from trainables.config import TrialConfig
+from trainables.checkpoint import STATE, full_state, load_checkpoint, save_checkpoint
+from trainables.config import ModelConfig, TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
-from trainables.memory import count_params, needs_checkpointing, use_expandable_segments
+from trainables.memory import (
+    CUDA_CONTEXT_GB,
+    FRACTION_ENV,
+    GIB,
+    cap_process_memory,
+    count_params,
+    host_available_gb,
+    use_expandable_segments,
+)
 from trainables.model import (
     attach_lora,
     compile_decoder_layers,
+    count_trainable_params_for,
     device_for_trial,
     load_config,
     load_tokenizer,
     resolve_attn,
 )
+from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
+from trainables.run_plan import RunPlan, plan_run, run_key
 from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
 
@@ -76,9 +89,12 @@ def _eval_sums(model, evals: list[dict], lockstep: bool, device: torch.device) -
     all-gathers weights with all other workers."""
     rank, world = _world()
     mine = evals[rank::world]
-    sums = list(eval_loss_sums(model, mine))
-    if lockstep and len(mine) < math.ceil(len(evals) / world):
-        eval_loss_sums(model, evals[:1])
+    # Eager, with sdpa: a compiled trial would otherwise compile a second (no-grad) graph for a few
+    # hundred rows of forward passes (4-12 s per trial on an H100, issue 30).
+    with eager_sdpa(model):
+        sums = list(eval_loss_sums(model, mine))
+        if lockstep and len(mine) < math.ceil(len(evals) / world):
+            eval_loss_sums(model, evals[:1])
     return _all_sum(sums, device)
 
 
@@ -125,22 +141,23 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
         tokenizer = load_tokenizer(cfg.model)
         data = prepare_data(cfg.data, tokenizer, t_cfg.max_seq_len)
         train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
+        # How it runs (compile, checkpointing, micro-batch) for the memory it has: trainables/run_plan.py.
+        width = t_cfg.max_seq_len if t_cfg.packing else data.stats["train_tokens"] / max(len(train_rows), 1)
+        tokens = (
+            t_cfg.max_steps * t_cfg.grad_accum * t_cfg.batch_size
+            if t_cfg.max_steps
+            else t_cfg.epochs * len(train_rows)
+        )
+        run = _plan(cfg, device, int(tokens * width), reporter.restore_dir())
+        planned, cfg = cfg, run.applied(cfg)
+        t_cfg = cfg.training
         per_step = t_cfg.grad_accum
         epochs = max(1, math.ceil(t_cfg.epochs))
         plan = micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed, epochs)
         total_steps = t_cfg.max_steps or max(1, int(len(plan) * t_cfg.epochs / epochs) // per_step)
         while len(plan) < total_steps * per_step:  # max_steps past the data: keep cycling epochs
             plan += micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed + len(plan), 1)
-        # Compile only where it pays (a 10-step trial would spend its whole life compiling).
-        width = t_cfg.max_seq_len if t_cfg.packing else data.stats["train_tokens"] / max(len(train_rows), 1)
-        on_gpu = device.type == "cuda"  # the CPU never compiles: no meta model to count parameters on
-        decision = decide_compile(
-            t_cfg.compile,
-            on_gpu,
-            t_cfg.packing,
-            count_params(load_config(cfg.model)) if on_gpu else 0,
-            int(total_steps * per_step * t_cfg.batch_size * width),
-        )
+        decision = run.compile
         # Packed micro-batches all have one shape (this worker's rows x max_seq_len): see collate.
         # Compiled unpacked ones are padded to a few length buckets.
         rows_per_worker = -(-t_cfg.batch_size // world)
@@ -154,7 +171,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     with timer("load"):
         model, reused = acquire_base(cfg.model, cfg.quantization, device, attn, shardable=sharded)
     with timer("lora"):
-        grad_ckpt = needs_checkpointing(cfg, model.config, device)
+        grad_ckpt = run.gradient_checkpointing
         model = attach_lora(model, cfg.lora, seed=t_cfg.seed, gradient_checkpointing=grad_ckpt)
         if decision.compile:
             compile_decoder_layers(model)
@@ -180,7 +197,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             return state["last_metrics"]
     else:
         with timer("base_eval"):
-            base = loss_metrics(*_eval_sums(model, evals, sharded, device))
+            base, base_shared = _base_eval(cfg, model, evals, sharded, device)
         state = {
             "step": 0,
             "base_eval_loss": base["eval_loss"],
@@ -188,6 +205,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             "elapsed_s": 0.0,
             "tokens": 0,
             "history": [],
+            "base_eval_shared": base_shared,
         }
     model.train()
     first_step, first_tokens = state["step"] + 1, 0
@@ -195,7 +213,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     fixed = {
         "compiled": decision.compile,
         "compile_reason": decision.reason,
+        "run_plan": run.describe(),
+        "batch_size_run": t_cfg.batch_size,
+        "grad_accum_run": t_cfg.grad_accum,
         "base_reused": reused,
+        "base_eval_shared": bool(state.get("base_eval_shared", False)),
         "trainable_params": trainable,
         "workers": world,
         "gradient_checkpointing": grad_ckpt,
@@ -272,21 +294,26 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
             # Under FSDP the adapter and the final generations need every worker (collectives).
             gathered = full_state(model, optimizer) if sharded else None
+            # Generations only where they are read: by the judge, or by `train`'s user; a sweep without a
+            # judge generates once after it ends, for the best trial (sweep/samples.py).
+            generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
             with timer("generation"):
                 outputs = (
                     _generations(cfg, model, tokenizer, data, sharded)
-                    if step == total_steps and (ckpt is not None or sharded)
+                    if step == total_steps and generates and (ckpt is not None or sharded)
                     else None
                 )
             if ckpt is not None:
-                if outputs is not None:
+                if step == total_steps:
                     with timer("judge"):
                         metrics.update(_final_evaluation(cfg, data, outputs, ckpt))
                 state["last_metrics"] = metrics
+                state["run"] = _run_settings(t_cfg)
                 state["phases"] = timer.seconds
                 with timer("checkpoint"):
                     save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered)
             metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
+            _record_measurements(planned, run, metrics, device, step - first_step)
             with timer("report"):
                 try:
                     reporter.report(metrics, ckpt)
@@ -343,17 +370,117 @@ def _generations(cfg: TrialConfig, model, tokenizer, data, lockstep: bool) -> tu
     return rows, prompts, outputs, _base_generations(cfg, model, tokenizer, prompts, lockstep)
 
 
-def _final_evaluation(cfg: TrialConfig, data, generations: tuple[list, list, list, list], ckpt: Path) -> dict:
-    """The judge's verdicts on the final generations, and the files a person reads."""
-    rows, prompts, outputs, base_outputs = generations
-    records = generation_records(rows, prompts, outputs)
-    base = [{**rec, "output": o, "length": len(o.split())} for rec, o in zip(records, base_outputs)]
-    judged = judge_outputs(cfg, records, base_outputs)
+def _final_evaluation(cfg: TrialConfig, data, generations: tuple | None, ckpt: Path) -> dict:
+    """The judge's verdicts on the final generations (if generated), and the files a person reads."""
     out = ckpt / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "generations.json").write_text(json.dumps(records, indent=1))
-    (out / "base_generations.json").write_text(json.dumps(base, indent=1))
+    judged = {}
+    if generations is not None:
+        rows, prompts, outputs, base_outputs = generations
+        records = generation_records(rows, prompts, outputs)
+        base = with_outputs(records, base_outputs)
+        judged = judge_outputs(cfg, records, base_outputs)
+        (out / "generations.json").write_text(json.dumps(records, indent=1))
+        (out / "base_generations.json").write_text(json.dumps(base, indent=1))
     summary = {**data.stats, **judged}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (ckpt / "trial_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     return {k: v for k, v in judged.items() if isinstance(v, (int, float))}
+
+
+@functools.lru_cache(maxsize=8)
+def _n_params(path: str, revision: str | None) -> int:
+    """All parameters of a model (a meta model: seconds for billions), once per process."""
+    return count_params(load_config(ModelConfig(path=path, revision=revision)))
+
+
+def _per_gpu() -> int:
+    """Trials sharing this GPU, from the share the sweep granted (1 outside a sweep)."""
+    return max(1, round(1 / float(os.environ.get(FRACTION_ENV, "1") or 1)))
+
+
+def _node_stats_file(device: torch.device) -> Path:
+    return stats_path(cache_dir(), torch.cuda.get_device_name(device))
+
+
+def _plan(cfg: TrialConfig, device: torch.device, train_tokens: int, restore: Path | None) -> RunPlan:
+    """This trial's run plan, for the memory it may use (capped here on a GPU) and what this node
+    measured. A resumed trial keeps the settings it started with (its batches must not change)."""
+    on_gpu = device.type == "cuda"
+    model_config = load_config(cfg.model)
+    saved = (
+        json.loads((restore / STATE).read_text()).get("run")
+        if restore and (restore / STATE).is_file()
+        else None
+    )
+    if saved:
+        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=saved)})
+    return plan_run(
+        cfg,
+        model_config,
+        _n_params(cfg.model.path, cfg.model.revision) if on_gpu else 0,  # FLOPs: the compile decision
+        count_trainable_params_for(model_config, cfg.lora),
+        train_tokens,
+        cap_process_memory(device) if on_gpu else host_available_gb(),
+        on_gpu,
+        _per_gpu(),
+        load_stats(_node_stats_file(device)) if on_gpu else None,
+    )
+
+
+def _run_settings(t_cfg) -> dict:
+    """What a resumed trial must run with again (see `_plan`)."""
+    return {
+        "batch_size": t_cfg.batch_size,
+        "grad_accum": t_cfg.grad_accum,
+        "gradient_checkpointing": t_cfg.gradient_checkpointing,
+        "compile": t_cfg.compile,
+    }
+
+
+def _record_measurements(
+    cfg: TrialConfig, run: RunPlan, metrics: dict, device: torch.device, steps: int
+) -> None:
+    """Tell the node what this trial measured (trainables/node_stats.py): its memory peak for this
+    run, its steady rate (only when alone on its GPU: shared, a rate says more about the neighbours)
+    and the first step's extra seconds when compiled."""
+    if device.type != "cuda":
+        return
+    peak = torch.cuda.max_memory_reserved(device) / GIB + CUDA_CONTEXT_GB
+    key = run_key(cfg, run.compile.compile, run.gradient_checkpointing, run.batch_size)
+    rate = (
+        4.0 * _n_params(cfg.model.path, cfg.model.revision) * metrics["train_tokens_per_s"]
+        if steps > 0
+        else None
+    )
+    steady = metrics["phase_train_s"] / steps if steps > 0 else None
+    alone = _per_gpu() == 1
+    record(
+        _node_stats_file(device),
+        peaks={key: round(peak, 2)},
+        compiled_flops=rate if alone and run.compile.compile else None,
+        eager_flops=rate if alone and not run.compile.compile else None,
+        compile_s=metrics["phase_first_step_s"] - steady if run.compile.compile and steady else None,
+    )
+
+
+def _base_eval(
+    cfg: TrialConfig, model, evals: list[dict], lockstep: bool, device: torch.device
+) -> tuple[dict, bool]:
+    """The base model's eval loss (LoRA at zero), measured once per node for a base, its quantization
+    and the exact eval batches: every trial of a sweep shares it (issue 30: an eval in every trial).
+    Returns it and whether it came from an earlier trial."""
+    if _world()[1] > 1:  # workers evaluate in step; one cached answer on one node would split them
+        return loss_metrics(*_eval_sums(model, evals, lockstep, device)), False
+    digest = hashlib.sha256()
+    for batch in evals:
+        for name in sorted(batch):
+            digest.update(name.encode() + batch[name].cpu().numpy().tobytes())
+    key = [cfg.model.path, cfg.model.revision, cfg.quantization.model_dump(), device.type, digest.hexdigest()]
+    path = cache_dir() / "base_eval" / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        shared = path.is_file()
+        if not shared:
+            path.write_text(json.dumps(loss_metrics(*_eval_sums(model, evals, lockstep, device))))
+        return json.loads(path.read_text()), shared

@@ -167,9 +167,15 @@ def test_auto_gpu_share_spreads_concurrent_trials(local_ray, tmp_path):
 def test_trials_reuse_a_worker_and_its_base_model(local_ray, tmp_path):
     """Issue 22: concurrency is capped at what fits (2 CPUs, 2 per trial: one at a time), so each trial
     after the first runs on the finished trial's worker, whose base model is still loaded; every
-    trial reports its phase timings."""
+    trial reports its phase timings. Issue 30: the base model's eval runs once for the sweep, no trial
+    generates (no judge), and the best trial's samples beside the base's are generated once after it."""
+    import shutil
+
     from sweep.placement import concurrent_trials
+    from trainables.builtin_models import cache_dir
     from trainables.phases import PHASES
+
+    shutil.rmtree(cache_dir() / "base_eval", ignore_errors=True)  # the same workers' cache dir
 
     cfg = sweep_cfg(
         tmp_path,
@@ -196,3 +202,14 @@ def test_trials_reuse_a_worker_and_its_base_model(local_ray, tmp_path):
     assert [bool(r["base_reused"]) for r in rows] == [False, True, True]
     assert len({r["pid"] for r in rows}) == 1  # one worker process ran all three
     assert max(r["phase_load_s"] for r in rows[1:]) < rows[0]["phase_load_s"]
+    assert [bool(r["base_eval_shared"]) for r in rows] == [False, True, True]
+    assert len({r["base_eval_loss"] for r in rows}) == 1
+    assert all(r["phase_generation_s"] == 0 for r in rows)  # no judge: no trial generated
+    best_eval = Path(out.best["checkpoint"]) / "eval"
+    tuned = json.loads((best_eval / "generations.json").read_text())
+    base = json.loads((best_eval / "base_generations.json").read_text())
+    assert len(tuned) == len(base) == 1 and tuned[0]["prompt"] == base[0]["prompt"]
+    md = build_report(cfg.tracking_uri(), cfg.name, tmp_path / "report", parent_run_id=out.parent_run_id)[
+        0
+    ].read_text()
+    assert "Sample generations: base against best" in md and tuned[0]["product"] in md

@@ -1,0 +1,66 @@
+"""What this node has measured about its GPU: training rates, compile seconds and memory peaks.
+
+Policies predicted from constants went wrong on the GPU a user has (issue 30: an eager trial peaked at
+46 GB where the plan assumed the compiled 23 GB, and compile was refused for a saving it would have
+paid back twice). Every trial on a GPU therefore records what it saw here, in the node's cache dir,
+and the next trial's plan (trainables/run_plan.py) and `qlora-sweep plan` read it back: a shape's
+measured peak replaces its estimate, measured rates replace the built-in ones. One file per GPU model,
+small, written under a file lock (trials of one node share it).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+KEEP = 16  # recent samples kept per figure: a changed driver or library shows within a few trials
+
+
+@dataclass
+class NodeStats:
+    """Measured figures of one GPU model on this node (empty where nothing was measured yet)."""
+
+    eager_flops: list[float] = field(default_factory=list)  # FLOP/s of steady eager training
+    compiled_flops: list[float] = field(default_factory=list)  # same, compiled
+    compile_s: list[float] = field(default_factory=list)  # first step's extra seconds when compiled
+    peaks: dict[str, float] = field(default_factory=dict)  # run key -> peak GiB (reserved + context)
+
+    @staticmethod
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+
+def stats_path(cache: Path, gpu_name: str) -> Path:
+    slug = "".join(c if c.isalnum() else "-" for c in gpu_name.lower()).strip("-") or "gpu"
+    return cache / "node_stats" / f"{slug}.json"
+
+
+def load_stats(path: Path) -> NodeStats:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return NodeStats()
+    known = NodeStats.__dataclass_fields__
+    return NodeStats(**{k: v for k, v in raw.items() if k in known})
+
+
+def record(path: Path, **samples) -> None:
+    """Append figures (`eager_flops=...`, `compiled_flops=...`, `compile_s=...`) and set peaks
+    (`peaks={key: gb}`; the larger of the old and the new, so a plan never shrinks below what ran)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        stats = load_stats(path)
+        for name, value in samples.items():
+            if name == "peaks":
+                for key, gb in value.items():
+                    stats.peaks[key] = max(gb, stats.peaks.get(key, 0.0))
+            elif value is not None:
+                getattr(stats, name).append(float(value))
+                del getattr(stats, name)[:-KEEP]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stats.__dict__, indent=1))
+        tmp.replace(path)

@@ -1,0 +1,146 @@
+"""How a trial will run on the memory it gets: compiled or eager, gradient checkpointing, micro-batch.
+
+One home for the policy (issue 30: it was spread over four modules that re-entered each other, and
+the plan packed trials on the compiled memory estimate while they ran eager at twice that). One
+input: the trial as configured, the memory it may use, how many trials share its GPU, and what this
+node has measured (trainables/node_stats.py). One answer, `RunPlan`: the trial runs it
+(trainables/trial.py) and `qlora-sweep plan` prints it (sweep/plan.py), from the same function.
+
+Memory comes from a measured peak of the same run (same shape, compile, checkpointing, micro-batch)
+when this node has one, else from the estimate (trainables/memory.py). When the configured run does
+not fit, the plan keeps the effective batch and gives up speed in the cheapest order: a smaller
+micro-batch (more accumulation) while it still fills the GPU, then gradient checkpointing (~1/3 more
+compute), then smaller micro-batches with checkpointing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainables.compile_policy import CompileDecision, decide_compile
+from trainables.config import TrialConfig
+from trainables.memory import CPU_FACTOR, estimate
+from trainables.node_stats import NodeStats
+
+HEADROOM = 0.9  # of the budget: allocator fragmentation, the caching allocator's rounding
+HOST_HEADROOM = 0.8  # of the host's free memory (CPU trials)
+MIN_FULL_TOKENS = (
+    2048  # a micro-batch this large still keeps a GPU's matmuls busy: halve before checkpointing
+)
+CHECKPOINT_COST = 4 / 3  # recomputing each layer's forward: training FLOPs x this
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    compile: CompileDecision
+    gradient_checkpointing: bool
+    batch_size: int  # micro-batch rows
+    grad_accum: int  # micro-batches per step (batch_size x grad_accum = the configured effective batch)
+    need_gb: float  # peak memory of this run: measured here if `measured`, else the estimate
+    budget_gb: float  # memory the trial may use
+    measured: bool
+    fits: bool
+
+    def memory_reason(self) -> str:
+        source = "measured peak" if self.measured else "estimate"
+        ckpt = "with" if self.gradient_checkpointing else "without"
+        fit = "fits" if self.fits else "does NOT fit"
+        return (
+            f"{self.batch_size} rows x {self.grad_accum} micro-batches {ckpt} gradient checkpointing: "
+            f"{self.need_gb:.1f} GB ({source}) {fit} {HEADROOM:.0%} of {self.budget_gb:.1f} GB"
+        )
+
+    def describe(self) -> str:
+        kind = "compiled" if self.compile.compile else "eager"
+        return f"{kind} ({self.compile.reason}); {self.memory_reason()}"
+
+    def applied(self, cfg: TrialConfig) -> TrialConfig:
+        """`cfg` with this plan's settings: what the trial then runs."""
+        t = cfg.training.model_copy(
+            update={
+                "batch_size": self.batch_size,
+                "grad_accum": self.grad_accum,
+                "gradient_checkpointing": "on" if self.gradient_checkpointing else "off",
+                "compile": self.compile.compile,
+            }
+        )
+        return cfg.model_copy(update={"training": t})
+
+
+def run_key(cfg: TrialConfig, compiled: bool, checkpointing: bool, batch_size: int) -> str:
+    """What a measured peak belongs to: everything that changes a trial's memory."""
+    q, lora, t = cfg.quantization, cfg.lora, cfg.training
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else ",".join(lora.target_modules)
+    return "|".join(
+        map(
+            str,
+            (
+                cfg.model.path,
+                q.bits,
+                q.int8_matmul if q.bits == 8 else "",
+                lora.r,
+                targets,
+                lora.dropout,
+                t.max_seq_len,
+                t.packing,
+                batch_size,
+                "ckpt" if checkpointing else "full",
+                "compiled" if compiled else "eager",
+            ),
+        )
+    )
+
+
+def _candidates(cfg: TrialConfig, on_gpu: bool) -> list[tuple[int, int, bool]]:
+    """(micro-batch, accumulation, checkpointing) in the order the plan tries them. The CPU keeps
+    its micro-batch (only checkpointing is chosen there, as before: the test path stays the same)."""
+    t = cfg.training
+    halvings = [t.batch_size >> i for i in range(t.batch_size.bit_length())]
+    sizes = [b for b in halvings if t.batch_size % b == 0] if on_gpu else [t.batch_size]
+    full = [b for b in sizes if b == t.batch_size or b * t.max_seq_len >= MIN_FULL_TOKENS]
+    allowed = {"auto": (False, True), "on": (True,), "off": (False,)}[t.gradient_checkpointing]
+    order = [(b, False) for b in full] + [(b, True) for b in sizes]
+    return [(b, t.grad_accum * t.batch_size // b, ck) for b, ck in order if ck in allowed]
+
+
+def plan_run(
+    cfg: TrialConfig,
+    model_config,
+    n_params: int,
+    trainable_params: int,
+    train_tokens: int,
+    budget_gb: float,
+    on_gpu: bool,
+    per_gpu: int = 1,
+    stats: NodeStats | None = None,
+) -> RunPlan:
+    """The first run (see the module docstring) whose memory fits the budget; the leanest if none does."""
+    decision = decide_compile(
+        cfg.training.compile, on_gpu, cfg.training.packing, n_params, train_tokens, per_gpu, stats
+    )
+    peaks = stats.peaks if stats else {}
+    plan = None
+    for batch, accum, ckpt in _candidates(cfg, on_gpu):
+        sized = cfg.model_copy(update={"training": cfg.training.model_copy(update={"batch_size": batch})})
+        if on_gpu:
+            key = run_key(cfg, decision.compile, ckpt, batch)
+            need = peaks.get(key)
+            measured = need is not None
+            if need is None:
+                need = estimate(
+                    sized, model_config, trainable_params, ckpt, compiled=decision.compile
+                ).total_gb
+            fits = need <= HEADROOM * budget_gb
+        else:  # eager fp32 on the host, well above the GPU-calibrated estimate (trainables/memory.py)
+            need = CPU_FACTOR * estimate(sized, model_config, trainable_params, ckpt, on_gpu=False).total_gb
+            measured, fits = False, need <= HOST_HEADROOM * budget_gb
+        plan = RunPlan(decision, ckpt, batch, accum, need, budget_gb, measured, fits)
+        if fits:
+            return plan
+    return plan
+
+
+def training_seconds(plan: RunPlan) -> float:
+    """Predicted training seconds of the plan (compile decision's rates, checkpointing's recompute)."""
+    rate = plan.compile.eager_train_s - (plan.compile.saved_s if plan.compile.compile else 0.0)
+    return rate * (CHECKPOINT_COST if plan.gradient_checkpointing else 1.0)
