@@ -8,7 +8,6 @@ context, which the estimate does, so the context is added to the measured side.
 from __future__ import annotations
 
 import pytest
-import torch
 from helpers import OPEN_LLAMA
 from transformers import AutoConfig, LlamaConfig
 
@@ -75,19 +74,3 @@ SMOLLM2_SHAPE = LlamaConfig(
     vocab_size=49152,
     tie_word_embeddings=True,
 )
-
-
-def test_auto_checkpointing_on_the_cpu_follows_host_memory(monkeypatch) -> None:
-    """The defaults (16 x 512) of a SmolLM2-sized model were killed at 21 GB on a 23 GB host without
-    checkpointing; 4 rows fit. The host's free memory is pinned so the test does not depend on the machine."""
-    from trainables import memory
-
-    assert 0 < memory.host_available_gb() < 10_000
-    monkeypatch.setattr(memory, "host_available_gb", lambda: 21.0)
-    cpu = torch.device("cpu")
-    defaults = TrialConfig.model_validate({})
-    assert memory.needs_checkpointing(defaults, SMOLLM2_SHAPE, cpu)
-    small = TrialConfig.model_validate({"training": {"batch_size": 4}})
-    assert not memory.needs_checkpointing(small, SMOLLM2_SHAPE, cpu)
-    forced = TrialConfig.model_validate({"training": {"batch_size": 4, "gradient_checkpointing": "on"}})
-    assert memory.needs_checkpointing(forced, SMOLLM2_SHAPE, cpu)

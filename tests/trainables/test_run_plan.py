@@ -1,0 +1,141 @@
+"""The run plan (issue 30): how a trial runs for the memory it has, from one function that the trial
+and `qlora-sweep plan` share; measured figures replace the built-in ones."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import OPEN_LLAMA
+from test_memory import SMOLLM2_SHAPE
+from transformers import AutoConfig
+
+from trainables.compile_policy import COMPILE_S, decide_compile
+from trainables.config import TrialConfig
+from trainables.memory import estimate
+from trainables.model import count_trainable_params_for
+from trainables.node_stats import NodeStats, load_stats, record
+from trainables.run_plan import HEADROOM, plan_run, run_key
+
+OPEN_LLAMA_3B = AutoConfig.from_pretrained(OPEN_LLAMA)
+N_PARAMS = 3_426_473_600
+E2E_TOKENS = 60 * 16 * 512  # benchmarks/sweep_e2e.yaml: 60 steps of 16 x 512
+
+
+def _trial(**training) -> TrialConfig:
+    return TrialConfig.model_validate(
+        {
+            "lora": {"r": 16, "target_modules": "all-linear+lm_head"},
+            "training": {"batch_size": 16, **training},
+        }
+    )
+
+
+def _plan(
+    cfg: TrialConfig, budget_gb: float, per_gpu: int = 1, stats: NodeStats | None = None, tokens=E2E_TOKENS
+):
+    trainable = count_trainable_params_for(OPEN_LLAMA_3B, cfg.lora)
+    return plan_run(cfg, OPEN_LLAMA_3B, N_PARAMS, trainable, tokens, budget_gb, True, per_gpu, stats)
+
+
+def test_the_estimate_follows_the_compile_decision():
+    """Eager trials peaked at 46 GB where compiled ones took 23 (issue 30): the plan must know which."""
+    cfg = _trial()
+    trainable = count_trainable_params_for(OPEN_LLAMA_3B, cfg.lora)
+    eager = estimate(cfg, OPEN_LLAMA_3B, trainable, False, compiled=False).total_gb
+    compiled = estimate(cfg, OPEN_LLAMA_3B, trainable, False, compiled=True).total_gb
+    assert eager > 1.8 * compiled - 2  # activations ~2.2x; weights and context the same
+    forced_eager = _plan(_trial(compile=False), 80.0)
+    forced_compiled = _plan(_trial(compile=True), 80.0)
+    assert forced_eager.need_gb > 1.8 * forced_compiled.need_gb - 2
+    assert not forced_eager.compile.compile and forced_compiled.compile.compile
+
+
+@pytest.mark.parametrize("budget", [24.0, 40.0, 80.0, 12.0, 8.0])
+def test_a_capped_trial_that_does_not_fit_is_planned_smaller(budget):
+    """At every budget the plan fits, keeping the effective batch (16 rows a step)."""
+    run = _plan(_trial(compile=False), budget)
+    assert run.fits and run.need_gb <= HEADROOM * budget
+    assert run.batch_size * run.grad_accum == 16
+    full = _plan(_trial(compile=False), 1000.0)
+    assert (full.batch_size, full.gradient_checkpointing) == (16, False)
+    if full.need_gb > HEADROOM * budget:  # planned smaller: a smaller micro-batch, or checkpointing
+        assert run.batch_size < 16 or run.gradient_checkpointing
+    else:
+        assert (run.batch_size, run.gradient_checkpointing) == (16, False)
+
+
+def test_a_run_that_fits_nowhere_says_so():
+    run = _plan(_trial(), 2.0)  # the 4-bit weights alone take ~2 GB
+    assert not run.fits and "does NOT fit" in run.memory_reason()
+
+
+def test_checkpointing_off_is_respected_and_the_micro_batch_shrinks_instead():
+    run = _plan(_trial(compile=False, gradient_checkpointing="off"), 24.0)
+    assert not run.gradient_checkpointing and run.batch_size < 16 and run.fits
+
+
+def test_a_measured_peak_replaces_the_estimate():
+    cfg = _trial(compile=True)
+    first = _plan(cfg, 80.0)
+    assert not first.measured
+    key = run_key(cfg, True, False, 16)
+    stats = NodeStats(peaks={key: 70.0})  # this GPU saw far more than the estimate
+    second = _plan(cfg, 80.0, stats=stats)
+    assert (
+        second.measured
+        and second.need_gb == 70.0
+        and (second.batch_size, second.gradient_checkpointing) == (16, False)
+    )
+    third = _plan(cfg, 40.0, stats=stats)  # no longer fits at 40: planned smaller
+    assert third.batch_size < 16 or third.gradient_checkpointing
+
+
+def test_compile_is_decided_by_the_nodes_measured_figures():
+    # Built-in H100 figures: the e2e trial (60 steps of 16 x 512) saves ~20 s for a ~30 s compile.
+    alone = decide_compile("auto", True, True, N_PARAMS, E2E_TOKENS)
+    assert not alone.compile and alone.saved_s < COMPILE_S
+    # Three trials sharing the GPU: a compile idles it for ~1/3 of its seconds.
+    shared = decide_compile("auto", True, True, N_PARAMS, E2E_TOKENS, per_gpu=3)
+    assert shared.compile and "/ 3 sharing the GPU" in shared.reason
+    # This node compiles in 9 s (warm inductor cache): compiling pays for a trial alone too.
+    warm = decide_compile("auto", True, True, N_PARAMS, E2E_TOKENS, stats=NodeStats(compile_s=[9.0, 10.0]))
+    assert warm.compile and "measured here: compile" in warm.reason
+    # A GPU on which compiling barely helps: measured rates say so, and eager is chosen.
+    flat = NodeStats(eager_flops=[1e15], compiled_flops=[1.05e15], compile_s=[9.0])
+    assert not decide_compile("auto", True, True, N_PARAMS, E2E_TOKENS, stats=flat).compile
+
+
+def test_node_stats_round_trip_and_keep_the_larger_peak(tmp_path):
+    path = tmp_path / "node_stats" / "h100.json"
+    record(path, peaks={"a": 10.0}, compile_s=12.0, eager_flops=None)
+    record(path, peaks={"a": 8.0, "b": 3.0}, compile_s=14.0)
+    stats = load_stats(path)
+    assert (
+        stats.peaks == {"a": 10.0, "b": 3.0} and stats.compile_s == [12.0, 14.0] and stats.eager_flops == []
+    )
+    assert NodeStats.median(stats.compile_s) == 13.0
+    assert load_stats(tmp_path / "missing.json") == NodeStats()
+
+
+def test_the_cpu_plan_checkpoints_by_host_memory_and_keeps_its_micro_batch():
+    """The defaults (16 x 512) of a SmolLM2-sized model were killed at 21 GB on a 23 GB host without
+    checkpointing; 4 rows fit."""
+
+    def cpu_plan(cfg: TrialConfig):
+        trainable = count_trainable_params_for(SMOLLM2_SHAPE, cfg.lora)
+        return plan_run(cfg, SMOLLM2_SHAPE, 0, trainable, 10_000, 21.0, on_gpu=False)
+
+    defaults = cpu_plan(TrialConfig.model_validate({}))
+    assert defaults.gradient_checkpointing and defaults.batch_size == 16 and not defaults.compile.compile
+    assert not cpu_plan(TrialConfig.model_validate({"training": {"batch_size": 4}})).gradient_checkpointing
+    forced = cpu_plan(
+        TrialConfig.model_validate({"training": {"batch_size": 4, "gradient_checkpointing": "on"}})
+    )
+    assert forced.gradient_checkpointing
+
+
+def test_the_plan_is_applied_to_the_trial_config():
+    run = _plan(_trial(compile=False), 24.0)
+    cfg = run.applied(_trial(compile=False))
+    t = cfg.training
+    assert (t.batch_size, t.grad_accum) == (run.batch_size, run.grad_accum)
+    assert t.gradient_checkpointing == ("on" if run.gradient_checkpointing else "off") and t.compile is False
