@@ -70,6 +70,11 @@ class SearchConfig(Strict):
         "on the recorded SmolLM2 grid 1, 2, 4 and 6 did equally well and 10 worse "
         "(benchmarks/RESULTS.md, issue 23). TPE only (not metric2).",
     )
+    constant_liar: bool | None = Field(
+        None,
+        description="TPE treats running trials as bad results, so trials started at once differ. "
+        "Default (null): chosen by the number of trials at once (sweep/width.py). TPE only.",
+    )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     @field_validator("space")

@@ -14,6 +14,7 @@ from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.space import describe, trial_config
 from sweep.throughput import choose
+from sweep.width import explain
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data import load_rows, prompt_for
 from trainables.memory import count_params, estimate
@@ -123,6 +124,7 @@ def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> str:
     lines = [
         f"sweep {cfg.name}: {cfg.search.num_samples} trials, metric {cfg.search.metric} ({cfg.search.mode}), "
         f"max {cfg.search.max_concurrent_trials} at once",
+        explain(cfg.search.max_concurrent_trials),
         "search space:",
     ]
     lines += [f"  {line}" for line in describe(cfg.search.space)] or [

@@ -13,6 +13,7 @@ import pytest
 from benchmarks import replay as bench
 from evaluation.errors import ConfigError
 from sweep.replay import Grid, _times, grid_points, load_grid, replay, synthetic_grid, write_grid
+from sweep.width import at_width, explain, width_search
 
 SMALL = {
     "lora.r": {"choice": [4, 8]},
@@ -88,7 +89,7 @@ def test_a_stopped_trial_costs_its_seconds_up_to_the_report_that_stopped_it(smal
     stopped = [t for t in run.trials if t.reports < len(t.record["curve"])]
     assert stopped, "ASHA stopped no trial on this grid"
     for t in run.trials:
-        assert t.end - t.start == pytest.approx(_times(t.record)[t.reports - 1])
+        assert t.end - t.start == pytest.approx(_times(t.record, t.setup)[t.reports - 1])
     assert run.total_cost == pytest.approx(sum(t.end - t.start for t in run.trials))
 
 
@@ -183,3 +184,40 @@ def test_an_example_replays_on_the_grid_within_its_own_space(real):
     assert starts[:4] == [0.0] * 4 and starts[4] > 0  # 4 at once
     with pytest.raises(ConfigError, match="lora.r"):
         real.restrict({**real.meta["space"], "lora.r": {"choice": [4, 64]}})
+
+
+# ---------------------------------------------------------------- search at cluster width (issue 28)
+
+
+def test_a_sweep_of_8_at_once_replays_with_the_width_8_settings(real):
+    """The replay resolves the search section as `run` / `submit` do (sweep/width.py, fed the
+    concurrency): a sweep written for 8 at once, settings left null, runs the width-8 defaults,
+    the same trials as those settings written out; a setting the user wrote wins."""
+    cfg = at_width(real.sweep_config(max_concurrent_trials=8), 8)
+    chosen = width_search(8)
+    for key, value in chosen.items():
+        got = getattr(cfg.search, key)
+        assert (got.model_dump() if key == "scheduler" else got) == value, key
+    shipped = replay(real, "defaults", 3, max_concurrent_trials=8)
+    written = replay(real, "defaults", 3, max_concurrent_trials=8, **chosen)
+    assert shipped.configs() == written.configs() and shipped.wall == written.wall
+    starts = sorted(t.start for t in shipped.trials)
+    assert starts[:8] == [0.0] * 8 and starts[8] > 0  # 8 at once
+    mine = at_width(real.sweep_config(max_concurrent_trials=8, constant_liar=False), 8)
+    assert mine.search.constant_liar is False
+
+
+def test_plan_says_what_the_width_chose(real):
+    text = explain(real.sweep_config(max_concurrent_trials=8), 8)
+    assert "8 at once" in text and "constant_liar" in text
+
+
+def test_wall_to_target_is_the_finding_trials_completion(real):
+    """Wall counts every recorded second (setup, training, evals, final generation): at width 1 the
+    sweep's clock when it finds the target equals the trial-seconds spent by then."""
+    one = replay(real, "defaults", 0, stop_when_found=True, max_concurrent_trials=1)
+    assert one.wall_to_target == pytest.approx(one.cost_to_target)
+    found = [t for t in one.trials if t.end == one.wall_to_target]
+    assert found and found[0].end - found[0].start == pytest.approx(found[0].record["final_s"])
+    eight = replay(real, "defaults", 0, stop_when_found=True, max_concurrent_trials=8)
+    assert eight.wall_to_target < one.wall_to_target < eight.cost_to_target

@@ -1,0 +1,221 @@
+"""Issue 28's replay benchmark: what N trials at once buy on a sweep like the recorded one, in wall-clock
+seconds and GPU-seconds until a completed trial is within 1% of the grid's best (sweep/replay.py).
+
+    python -m benchmarks.replay_width benchmarks/grids/smollm2-sample.jsonl --seeds 200 --out DIR
+    python -m benchmarks.replay_width benchmarks/grids/smollm2-sample.jsonl --seeds 200 --widths 4,8,16,32 \
+        --tune '{"scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 4}}' ... --out DIR
+
+Wall = the replay's clock when the finding trial completes: every recorded second of the trials counts
+(setup, training, evals, the final generation and checkpoint: `setup_s`, `train_s`, `final_s`), trials
+overlapping as Tune runs them. GPU-seconds = the trial-seconds spent by then (one trial per GPU, each
+trial's seconds up to its end, its stop by ASHA or that moment). Each width replays the same seeds;
+"speed-up" is the width-1 median (or upper quartile) wall over this width's. `--tune` replays our
+searcher and scheduler with the given search settings instead of the width defaults (one JSON per
+setting); `--samples` gives, per width and num_samples, the seeds whose whole sweep ends within 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from sweep.replay import Grid, load_grid, replay
+from sweep.width import width_search
+
+STRATEGIES = ("defaults", "random", "tpe-no-asha")
+WIDTHS = (1, 2, 4, 8, 16, 32)
+
+
+def one(grid: Grid, strategy: str, width: int, index: int, search: dict | None = None) -> dict:
+    """One replayed sweep stopped once it holds a config within 1%: its wall and GPU-seconds to it."""
+    run = replay(grid, strategy, index, stop_when_found=True, max_concurrent_trials=width, **(search or {}))
+    return {
+        "strategy": strategy,
+        "width": width,
+        "index": index,
+        "search": search or {},
+        "wall_s": run.wall_to_target if run.wall_to_target is not None else math.inf,
+        "gpu_s": run.cost_to_target if run.cost_to_target is not None else math.inf,
+        "trials": len(run.trials),
+        "grid_cost_s": round(run.grid_cost, 3),
+    }
+
+
+def sweep_end(grid: Grid, width: int, num_samples: int, index: int) -> dict:
+    """A whole default sweep of `num_samples` trials: did it end holding a config within 1%, and when."""
+    run = replay(grid, "defaults", index, max_concurrent_trials=width, num_samples=num_samples)
+    return {
+        "width": width,
+        "num_samples": num_samples,
+        "index": index,
+        "reached": run.cost_to_target is not None,
+        "wall_s": round(run.wall, 3),
+        "gpu_s": round(run.total_cost, 3),
+    }
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Quartiles with a seed that never got there counted as the slowest (inf)."""
+    q = np.percentile(np.minimum(np.array(values, dtype=float), 1e12), [25, 50, 75])
+    return tuple(math.inf if x >= 1e12 else float(x) for x in q)
+
+
+def summary(rows: list[dict]) -> dict[tuple, dict]:
+    """(strategy, width, search) -> quartiles of wall and GPU-seconds, and speed-up over width 1."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["strategy"], r["width"], json.dumps(r["search"], sort_keys=True)), []).append(r)
+    out = {
+        key: {
+            "n": len(rs),
+            "wall": quartiles([r["wall_s"] for r in rs]),
+            "gpu": quartiles([r["gpu_s"] for r in rs]),
+        }
+        for key, rs in groups.items()
+    }
+    for (strategy, _, search), s in out.items():
+        base = out.get((strategy, 1, search)) or out.get((strategy, 1, "{}"))
+        s["speedup"] = (base["wall"][1] / s["wall"][1], base["wall"][2] / s["wall"][2]) if base else None
+        s["gpu_ratio"] = s["gpu"][1] / base["gpu"][1] if base else None
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per strategy and width (and search setting, with --tune)."""
+    head = (
+        "| strategy | width | settings | seeds | wall to 1%, s: median | IQR | speed-up vs width 1 (median / Q3) "
+        "| GPU-s to 1%: median | IQR | GPU-s vs width 1 (median) |\n" + "|---" * 10 + "|"
+    )
+    lines = [head]
+    for (strategy, width, search), s in summary(rows).items():
+        (w1, wm, w3), (g1, gm, g3) = s["wall"], s["gpu"]
+        settings = search if search != "{}" else _defaults_text(width, strategy)
+        up = f"{s['speedup'][0]:.2f}x / {s['speedup'][1]:.2f}x" if s["speedup"] else "-"
+        ratio = f"{s['gpu_ratio']:.2f}x" if s["gpu_ratio"] else "-"
+        lines.append(
+            f"| {strategy} | {width} | {settings} | {s['n']} | {wm:.0f} | {w1:.0f} - {w3:.0f} | {up} "
+            f"| {gm:.0f} | {g1:.0f} - {g3:.0f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def _defaults_text(width: int, strategy: str) -> str:
+    if strategy == "random":
+        return "random, no ASHA"
+    chosen = width_search(width)
+    text = f"n_startup {chosen['n_startup_trials']}, liar {chosen['constant_liar']}"
+    if strategy == "defaults":
+        sch = chosen["scheduler"]
+        text += f", ASHA grace {sch['grace_period']} rf {sch['reduction_factor']:g}"
+    return text
+
+
+def samples_table(rows: list[dict]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["width"], r["num_samples"]), []).append(r)
+    lines = [
+        "| width | num_samples | seeds ending within 1% | whole sweep: wall s (median) | GPU-s (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for (width, n), rs in groups.items():
+        lines.append(
+            f"| {width} | {n} | {sum(r['reached'] for r in rs)}/{len(rs)} | {np.median([r['wall_s'] for r in rs]):.0f} "
+            f"| {np.median([r['gpu_s'] for r in rs]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, name: str = "") -> Path:
+    """Speed-up (median and Q3 wall over width 1's) and GPU-seconds to 1% against width, per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = summary([r for r in rows if not r["search"]])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for strategy in dict.fromkeys(k[0] for k in stats):
+        keys = sorted((k for k in stats if k[0] == strategy), key=lambda k: k[1])
+        widths = [k[1] for k in keys]
+        (line,) = left.plot(widths, [stats[k]["speedup"][0] for k in keys], "o-", label=f"{strategy}: median")
+        left.plot(
+            widths,
+            [stats[k]["speedup"][1] for k in keys],
+            "s--",
+            color=line.get_color(),
+            alpha=0.6,
+            label=f"{strategy}: upper quartile",
+        )
+        right.plot(widths, [stats[k]["gpu"][1] for k in keys], "o-", color=line.get_color(), label=strategy)
+        right.fill_between(
+            widths,
+            [stats[k]["gpu"][0] for k in keys],
+            [stats[k]["gpu"][2] for k in keys],
+            color=line.get_color(),
+            alpha=0.15,
+        )
+    ideal = sorted({k[1] for k in stats})
+    left.plot(ideal, ideal, ":", color="grey", label="linear")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ideal, [str(w) for w in ideal])
+        ax.set_xlabel("trials at once (GPUs)")
+    left.set_yscale("log", base=2)
+    left.set_ylabel("speed-up of wall-clock to 1% over width 1")
+    right.set_yscale("log")
+    right.set_ylabel("GPU-seconds to 1% (median, IQR shaded)")
+    left.legend(fontsize=7)
+    right.legend(fontsize=8)
+    fig.suptitle(f"{name}: time to a config within 1% of the grid's best".lstrip(": "), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("grid", help="benchmarks/grids/NAME.jsonl (NAME.meta.json next to it)")
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--widths", type=_ints, default=WIDTHS)
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument(
+        "--tune", nargs="+", type=json.loads, metavar="JSON", help="search settings to replay (defaults only)"
+    )
+    p.add_argument("--samples", type=_ints, help="num_samples to replay whole default sweeps at")
+    p.add_argument(
+        "--out", type=Path, help="write rows.jsonl, table.md and width.png (or tune/samples files) here"
+    )
+    a = p.parse_args(argv)
+    grid = load_grid(a.grid)
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+    if a.samples:
+        rows = [sweep_end(grid, w, n, i) for w in a.widths for n in a.samples for i in range(a.seeds)]
+        text, stem = samples_table(rows), "samples"
+    elif a.tune:
+        rows = [one(grid, "defaults", w, i, s) for s in a.tune for w in a.widths for i in range(a.seeds)]
+        text, stem = table(rows), "tune"
+    else:
+        strategies = a.strategies.split(",")
+        rows = [one(grid, s, w, i) for s in strategies for w in a.widths for i in range(a.seeds)]
+        text, stem = table(rows), "table"
+        if a.out:
+            print(f"plot: {plot(rows, a.out / 'width.png', Path(a.grid).name)}")
+    if a.out:
+        (a.out / f"{stem}.md").write_text(text + "\n")
+        (a.out / f"{stem}-rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
