@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from sweep.replay import Grid, load_grid, replay
-from sweep.width import width_search
+from sweep.search import n_startup_trials
+from sweep.width import at_width
 
 STRATEGIES = ("defaults", "random", "tpe-no-asha")
 WIDTHS = (1, 2, 4, 8, 16, 32)
@@ -38,6 +39,7 @@ def one(grid: Grid, strategy: str, width: int, index: int, search: dict | None =
         "width": width,
         "index": index,
         "search": search or {},
+        "settings": settings_text(grid, strategy, width, search or {}),
         "wall_s": run.wall_to_target if run.wall_to_target is not None else math.inf,
         "gpu_s": run.cost_to_target if run.cost_to_target is not None else math.inf,
         "trials": len(run.trials),
@@ -71,6 +73,7 @@ def summary(rows: list[dict]) -> dict[tuple, dict]:
         groups.setdefault((r["strategy"], r["width"], json.dumps(r["search"], sort_keys=True)), []).append(r)
     out = {
         key: {
+            "settings": rs[0]["settings"],
             "n": len(rs),
             "wall": quartiles([r["wall_s"] for r in rs]),
             "gpu": quartiles([r["gpu_s"] for r in rs]),
@@ -91,27 +94,28 @@ def table(rows: list[dict]) -> str:
         "| GPU-s to 1%: median | IQR | GPU-s vs width 1 (median) |\n" + "|---" * 10 + "|"
     )
     lines = [head]
-    for (strategy, width, search), s in summary(rows).items():
+    for (strategy, width, _), s in summary(rows).items():
         (w1, wm, w3), (g1, gm, g3) = s["wall"], s["gpu"]
-        settings = search if search != "{}" else _defaults_text(width, strategy)
         up = f"{s['speedup'][0]:.2f}x / {s['speedup'][1]:.2f}x" if s["speedup"] else "-"
         ratio = f"{s['gpu_ratio']:.2f}x" if s["gpu_ratio"] else "-"
         lines.append(
-            f"| {strategy} | {width} | {settings} | {s['n']} | {wm:.0f} | {w1:.0f} - {w3:.0f} | {up} "
+            f"| {strategy} | {width} | {s['settings']} | {s['n']} | {wm:.0f} | {w1:.0f} - {w3:.0f} | {up} "
             f"| {gm:.0f} | {g1:.0f} - {g3:.0f} | {ratio} |"
         )
     return "\n".join(lines)
 
 
-def _defaults_text(width: int, strategy: str) -> str:
+def settings_text(grid: Grid, strategy: str, width: int, search: dict) -> str:
+    """The searcher and scheduler settings that strategy ran at this width (the width's defaults
+    where `search` leaves them unset)."""
     if strategy == "random":
-        return "random, no ASHA"
-    chosen = width_search(width)
-    text = f"n_startup {chosen['n_startup_trials']}, liar {chosen['constant_liar']}"
-    if strategy == "defaults":
-        sch = chosen["scheduler"]
-        text += f", ASHA grace {sch['grace_period']} rf {sch['reduction_factor']:g}"
-    return text
+        return "random sampler, no ASHA"
+    cfg = at_width(grid.sweep_config(max_concurrent_trials=width, **search), width)
+    sch = cfg.search.scheduler
+    asha = (
+        f"ASHA grace {sch.grace_period} rf {sch.reduction_factor:g}" if strategy == "defaults" else "no ASHA"
+    )
+    return f"TPE n_startup {n_startup_trials(cfg)}, liar {cfg.search.constant_liar}, {asha}"
 
 
 def samples_table(rows: list[dict]) -> str:
@@ -195,25 +199,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--out", type=Path, help="write rows.jsonl, table.md and width.png (or tune/samples files) here"
     )
+    p.add_argument("--rows", type=Path, help="render the table and plot from these saved rows instead")
     a = p.parse_args(argv)
     grid = load_grid(a.grid)
-    if a.out:
-        a.out.mkdir(parents=True, exist_ok=True)
-    if a.samples:
+    stem = "samples" if a.samples else "tune" if a.tune else "table"
+    if a.rows:
+        rows = [json.loads(line) for line in a.rows.read_text().splitlines()]
+    elif a.samples:
         rows = [sweep_end(grid, w, n, i) for w in a.widths for n in a.samples for i in range(a.seeds)]
-        text, stem = samples_table(rows), "samples"
     elif a.tune:
         rows = [one(grid, "defaults", w, i, s) for s in a.tune for w in a.widths for i in range(a.seeds)]
-        text, stem = table(rows), "tune"
     else:
         strategies = a.strategies.split(",")
         rows = [one(grid, s, w, i) for s in strategies for w in a.widths for i in range(a.seeds)]
-        text, stem = table(rows), "table"
-        if a.out:
-            print(f"plot: {plot(rows, a.out / 'width.png', Path(a.grid).name)}")
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        if not a.rows:  # the raw rows first: a table or plot that fails loses nothing
+            (a.out / f"{stem}-rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = samples_table(rows) if stem == "samples" else table(rows)
     if a.out:
         (a.out / f"{stem}.md").write_text(text + "\n")
-        (a.out / f"{stem}-rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if stem == "table":
+            print(f"plot: {plot(rows, a.out / 'width.png', Path(a.grid).name)}")
     print(text)
 
 

@@ -54,7 +54,12 @@ class SearchConfig(Strict):
         None, description="Optional second objective (e.g. gpu_seconds): a Pareto front."
     )
     mode2: Literal["min", "max"] = Field("min")
-    num_samples: int = Field(8, ge=1, le=10000, description="Trials to run.")
+    num_samples: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Trials to run. Default (null): chosen by the number of trials at once (sweep/width.py).",
+    )
     max_concurrent_trials: int = Field(
         2, ge=1, description="Trials running at once (also bounded by resources)."
     )

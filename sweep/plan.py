@@ -14,7 +14,7 @@ from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.space import describe, trial_config
 from sweep.throughput import choose
-from sweep.width import explain
+from sweep.width import at_width, explain
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data import load_rows, prompt_for
 from trainables.memory import count_params, estimate
@@ -121,10 +121,11 @@ def _workers_needed(lean, usable_gb: float) -> int | str:
 
 def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0) -> str:
     """The plan as text: the space, then one table row per combination."""
+    width = cfg.search.max_concurrent_trials
     lines = [
-        f"sweep {cfg.name}: {cfg.search.num_samples} trials, metric {cfg.search.metric} ({cfg.search.mode}), "
-        f"max {cfg.search.max_concurrent_trials} at once",
-        explain(cfg.search.max_concurrent_trials),
+        f"sweep {cfg.name}: {at_width(cfg, width).search.num_samples} trials, metric {cfg.search.metric} "
+        f"({cfg.search.mode}), max {width} at once",
+        explain(cfg, width),
         "search space:",
     ]
     lines += [f"  {line}" for line in describe(cfg.search.space)] or [

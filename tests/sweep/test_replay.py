@@ -12,7 +12,18 @@ import pytest
 
 from benchmarks import replay as bench
 from evaluation.errors import ConfigError
-from sweep.replay import Grid, _times, grid_points, load_grid, replay, synthetic_grid, write_grid
+from sweep.replay import (
+    Grid,
+    _times,
+    base_key,
+    fresh_loads,
+    grid_points,
+    load_grid,
+    replay,
+    setup_on,
+    synthetic_grid,
+    write_grid,
+)
 from sweep.width import at_width, explain, width_search
 
 SMALL = {
@@ -191,33 +202,49 @@ def test_an_example_replays_on_the_grid_within_its_own_space(real):
 
 def test_a_sweep_of_8_at_once_replays_with_the_width_8_settings(real):
     """The replay resolves the search section as `run` / `submit` do (sweep/width.py, fed the
-    concurrency): a sweep written for 8 at once, settings left null, runs the width-8 defaults,
-    the same trials as those settings written out; a setting the user wrote wins."""
-    cfg = at_width(real.sweep_config(max_concurrent_trials=8), 8)
+    concurrency): a sweep written for 8 at once with num_samples left null runs the width-8 count, the
+    same trials as those settings written out; a num_samples the user wrote wins."""
     chosen = width_search(8)
-    for key, value in chosen.items():
-        got = getattr(cfg.search, key)
-        assert (got.model_dump() if key == "scheduler" else got) == value, key
-    shipped = replay(real, "defaults", 3, max_concurrent_trials=8)
-    written = replay(real, "defaults", 3, max_concurrent_trials=8, **chosen)
+    assert chosen["num_samples"] != width_search(1)["num_samples"]
+    cfg = at_width(real.sweep_config(max_concurrent_trials=8), 8)
+    assert {k: getattr(cfg.search, k) for k in chosen} == chosen
+    shipped = replay(real, "defaults", 3, max_concurrent_trials=8, num_samples=None)
+    assert len(shipped.trials) == chosen["num_samples"]
+    written = replay(real, "defaults", 3, **{**chosen, "max_concurrent_trials": 8})
     assert shipped.configs() == written.configs() and shipped.wall == written.wall
     starts = sorted(t.start for t in shipped.trials)
     assert starts[:8] == [0.0] * 8 and starts[8] > 0  # 8 at once
-    mine = at_width(real.sweep_config(max_concurrent_trials=8, constant_liar=False), 8)
-    assert mine.search.constant_liar is False
+    assert len(replay(real, "defaults", 3, max_concurrent_trials=8, num_samples=10).trials) == 10
 
 
 def test_plan_says_what_the_width_chose(real):
-    text = explain(real.sweep_config(max_concurrent_trials=8), 8)
-    assert "8 at once" in text and "constant_liar" in text
+    cfg = real.sweep_config(max_concurrent_trials=8)
+    assert f"num_samples {width_search(8)['num_samples']}, " in explain(cfg, 8)
+    assert "num_samples 5 (yours)" in explain(real.sweep_config(max_concurrent_trials=8, num_samples=5), 8)
 
 
 def test_wall_to_target_is_the_finding_trials_completion(real):
-    """Wall counts every recorded second (setup, training, evals, final generation): at width 1 the
-    sweep's clock when it finds the target equals the trial-seconds spent by then."""
+    """Wall counts every recorded second (setup, training, evals, final generation and checkpoint):
+    at width 1 the sweep's clock when it finds the target equals the trial-seconds spent by then."""
     one = replay(real, "defaults", 0, stop_when_found=True, max_concurrent_trials=1)
     assert one.wall_to_target == pytest.approx(one.cost_to_target)
     found = [t for t in one.trials if t.end == one.wall_to_target]
-    assert found and found[0].end - found[0].start == pytest.approx(found[0].record["final_s"])
+    trial, record = found[0], found[0].record  # the whole trial: setup on its worker to the final report
+    assert trial.end - trial.start == pytest.approx(trial.setup + record["final_s"] - record["setup_s"])
     eight = replay(real, "defaults", 0, stop_when_found=True, max_concurrent_trials=8)
     assert eight.wall_to_target < one.wall_to_target < eight.cost_to_target
+
+
+def test_a_worker_reuses_its_base_when_the_next_trial_needs_the_same_one(real):
+    """Tune hands a finished trial's worker to the next (reuse_actors): the base's load seconds are paid
+    by a new worker or a change of quantization, not by a trial that takes its predecessor's base."""
+    loads = fresh_loads(real)
+    fresh = next(r for r in real.records if not r["base_reused"] and r["config"]["quantization.bits"] == 8)
+    reused = next(r for r in real.records if r["base_reused"] and r["config"]["quantization.bits"] == 4)
+    load = fresh["phases"]["phase_load_s"]
+    assert load > 5 and setup_on(fresh, None, loads) == fresh["setup_s"]
+    assert setup_on(fresh, base_key(fresh), loads) == pytest.approx(fresh["setup_s"] - load)
+    assert setup_on(reused, base_key(reused), loads) == pytest.approx(reused["setup_s"], abs=0.01)
+    assert setup_on(reused, base_key(fresh), loads) == pytest.approx(
+        reused["setup_s"] + loads[base_key(reused)], abs=0.01
+    )
