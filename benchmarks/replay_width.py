@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep.replay import Grid, load_grid, replay
+from sweep.replay import Grid, _times, fresh_loads, load_grid, replay, setup_on
 from sweep.search import n_startup_trials
 from sweep.width import at_width
 
@@ -45,6 +45,14 @@ def one(grid: Grid, strategy: str, width: int, index: int, search: dict | None =
         "trials": len(run.trials),
         "grid_cost_s": round(run.grid_cost, 3),
     }
+
+
+def floor_s(grid: Grid, seed: int) -> float:
+    """No width beats this: the seconds the fastest config within 1% of the best takes on a new worker."""
+    records, loads = grid.of_seed(seed), fresh_loads(grid)
+    best = min(r["curve"][-1]["eval_loss"] for r in records)
+    good = [r for r in records if r["curve"][-1]["eval_loss"] <= 1.01 * best]
+    return min(_times(r, setup_on(r, None, loads))[-1] for r in good)
 
 
 def sweep_end(grid: Grid, width: int, num_samples: int, index: int) -> dict:
@@ -134,50 +142,59 @@ def samples_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, name: str = "") -> Path:
-    """Speed-up (median and Q3 wall over width 1's) and GPU-seconds to 1% against width, per strategy."""
+def _band(ax, widths: list[int], q: list[tuple], color, label: str) -> None:
+    ax.plot(widths, [x[1] for x in q], "o-", color=color, label=label)
+    ax.fill_between(widths, [x[0] for x in q], [x[2] for x in q], color=color, alpha=0.15)
+
+
+def plot(rows: list[dict], path: Path, name: str = "", floor: float | None = None) -> Path:
+    """Per strategy against width: wall-clock to 1% (median, IQR), its speed-up over the strategy's
+    own width 1 (median and upper quartile) and GPU-seconds to 1% (median, IQR). `floor`: the median
+    over seeds of `floor_s`, the wall no width beats, drawn with the defaults' ceiling it implies."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     stats = summary([r for r in rows if not r["search"]])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3))
-    for strategy in dict.fromkeys(k[0] for k in stats):
+    fig, (wall, up, gpu) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for n, strategy in enumerate(dict.fromkeys(k[0] for k in stats)):
         keys = sorted((k for k in stats if k[0] == strategy), key=lambda k: k[1])
-        widths = [k[1] for k in keys]
-        (line,) = left.plot(widths, [stats[k]["speedup"][0] for k in keys], "o-", label=f"{strategy}: median")
-        left.plot(
+        widths, color = [k[1] for k in keys], f"C{n}"
+        _band(wall, widths, [stats[k]["wall"] for k in keys], color, strategy)
+        _band(gpu, widths, [stats[k]["gpu"] for k in keys], color, strategy)
+        up.plot(
+            widths, [stats[k]["speedup"][0] for k in keys], "o-", color=color, label=f"{strategy}: median"
+        )
+        up.plot(
             widths,
             [stats[k]["speedup"][1] for k in keys],
             "s--",
-            color=line.get_color(),
+            color=color,
             alpha=0.6,
-            label=f"{strategy}: upper quartile",
-        )
-        right.plot(widths, [stats[k]["gpu"][1] for k in keys], "o-", color=line.get_color(), label=strategy)
-        right.fill_between(
-            widths,
-            [stats[k]["gpu"][0] for k in keys],
-            [stats[k]["gpu"][2] for k in keys],
-            color=line.get_color(),
-            alpha=0.15,
+            label="upper quartile",
         )
     ideal = sorted({k[1] for k in stats})
-    left.plot(ideal, ideal, ":", color="grey", label="linear")
-    for ax in (left, right):
+    up.plot(ideal, ideal, ":", color="grey", label="linear")
+    first = stats.get(("defaults", 1, "{}"))
+    if floor and first:
+        wall.axhline(floor, color="black", lw=0.8, ls="-.", label=f"one trial: the floor ({floor:.0f} s)")
+        ceiling = first["wall"][1] / floor
+        up.axhline(ceiling, color="black", lw=0.8, ls="-.", label=f"defaults' ceiling ({ceiling:.1f}x)")
+    for ax, label in (
+        (wall, "wall-clock s to 1% (median, IQR shaded)"),
+        (up, "speed-up of the wall to 1% over width 1"),
+        (gpu, "GPU-seconds to 1% (median, IQR shaded)"),
+    ):
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2 if ax is up else 10)
         ax.set_xticks(ideal, [str(w) for w in ideal])
         ax.set_xlabel("trials at once (GPUs)")
-    left.set_yscale("log", base=2)
-    left.set_ylabel("speed-up of wall-clock to 1% over width 1")
-    right.set_yscale("log")
-    right.set_ylabel("GPU-seconds to 1% (median, IQR shaded)")
-    left.legend(fontsize=7)
-    right.legend(fontsize=8)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
     fig.suptitle(f"{name}: time to a config within 1% of the grid's best".lstrip(": "), fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -220,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.out:
         (a.out / f"{stem}.md").write_text(text + "\n")
         if stem == "table":
-            print(f"plot: {plot(rows, a.out / 'width.png', Path(a.grid).name)}")
+            floor = float(np.median([floor_s(grid, grid.seeds[r["index"] % len(grid.seeds)]) for r in rows]))
+            print(f"floor (median over seeds): {floor:.1f} s")
+            print(f"plot: {plot(rows, a.out / 'width.png', Path(a.grid).name, floor)}")
     print(text)
 
 

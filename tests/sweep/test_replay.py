@@ -183,7 +183,9 @@ def test_a_whole_default_run_on_the_recorded_grid_trains_each_config_once(real):
     keys = [json.dumps(c, sort_keys=True) for c in run.configs()]
     assert len(keys) == len(set(keys)) == 108  # num_samples = the grid: every config, once
     assert run.search["answered"] > 0  # TPE did propose repeats; they were answered, not trained
-    assert run.total_cost < 0.6 * run.grid_cost  # ASHA stopped most of them early
+    stopped = [t for t in run.trials if t.reports < len(t.record["curve"])]
+    assert len(stopped) > 0.6 * len(run.trials)  # ASHA stopped most of them early
+    assert run.total_cost < 0.7 * run.grid_cost  # (base loads on a change of bits included)
 
 
 def test_an_example_replays_on_the_grid_within_its_own_space(real):
