@@ -11,7 +11,14 @@ at once; a trial started at time t reports eval point i at t + setup_s + train_s
 t + final_s: the final report carries the final generation); at each report ASHA decides CONTINUE or
 STOP and Optuna hears the result; a stopped or finished trial is completed with its last result
 (what Tune tells both), and the freed slot asks the searcher again. A trial's cost is its seconds
-until it finished or was stopped; the cost of a run at time t sums every trial's seconds up to t.
+until it finished or was stopped; the cost of a run at time t sums every trial's seconds up to t (with
+one trial per GPU, its GPU-seconds); its wall is t itself.
+
+Setup depends on the worker, as in a sweep: Tune hands a finished trial's worker to the next trial
+(`reuse_actors`), which keeps the held base only for the same model and quantization
+(trainables/base_cache.py). A trial on a new worker or after a change of base pays the base's load
+seconds (its own recorded fresh load, or the grid's median for that base), one after the same base pays
+none (`setup_on`); records without `phases` keep their recorded setup.
 
 "Found" means what a user gets back: the sweep returns the best *completed* trial (a stopped
 trial's adapter is half-trained; `runner._best` picks it only if nothing completed), so a run has
