@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import replay as bench
+from benchmarks import replay_width as width_bench
 from evaluation.errors import ConfigError
 from sweep.replay import (
     Grid,
@@ -250,3 +251,16 @@ def test_a_worker_reuses_its_base_when_the_next_trial_needs_the_same_one(real):
     assert setup_on(reused, base_key(fresh), loads) == pytest.approx(
         reused["setup_s"] + loads[base_key(reused)], abs=0.01
     )
+
+
+def test_width_benchmark_writes_rows_table_and_figure(small, tmp_path, capsys):
+    """benchmarks/replay_width.py: rows first, then per strategy and width the wall and GPU-seconds to
+    1% and the speed-up over width 1 (1.00x at width 1 by definition), and the figure."""
+    width_bench.main([str(small), "--seeds", "2", "--widths", "1,4", "--out", str(tmp_path)])
+    rows = [json.loads(line) for line in (tmp_path / "table-rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 2 * 2 and all(math.isfinite(r["wall_s"]) for r in rows)
+    for r in rows:  # one at a time the wall is the GPU-seconds; four at once it is less
+        assert (r["wall_s"] == pytest.approx(r["gpu_s"])) == (r["width"] == 1)
+    out = capsys.readouterr().out
+    assert "| defaults | 1 |" in out and "| 1.00x / 1.00x |" in out and "| random | 4 |" in out
+    assert (tmp_path / "width.png").stat().st_size > 10_000
