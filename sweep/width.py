@@ -46,6 +46,15 @@ def at_width(cfg: SweepConfig, width: int) -> SweepConfig:
     return cfg.model_copy(update={"search": s.model_copy(update=fill)}) if fill else cfg
 
 
+def for_cluster(cfg: SweepConfig) -> SweepConfig:
+    """What `run` / `submit` run: the null settings filled at the concurrency the runner will use
+    (search.max_concurrent_trials, capped at what a local Ray instance fits; under `submit` the
+    cluster may autoscale, so the YAML's)."""
+    from sweep.placement import concurrent_trials  # placement imports plan, which imports this module
+
+    return at_width(cfg, concurrent_trials(cfg))
+
+
 def explain(cfg: SweepConfig, width: int) -> str:
     """For `plan`: the search settings at this width, which came from the width, and why."""
     resolved = at_width(cfg, width).search

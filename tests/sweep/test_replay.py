@@ -13,6 +13,7 @@ import pytest
 from benchmarks import replay as bench
 from benchmarks import replay_width as width_bench
 from evaluation.errors import ConfigError
+from sweep.config import load_sweep_config
 from sweep.replay import (
     Grid,
     _times,
@@ -25,7 +26,7 @@ from sweep.replay import (
     synthetic_grid,
     write_grid,
 )
-from sweep.width import at_width, explain, width_search
+from sweep.width import at_width, explain, for_cluster, width_search
 
 SMALL = {
     "lora.r": {"choice": [4, 8]},
@@ -264,3 +265,16 @@ def test_width_benchmark_writes_rows_table_and_figure(small, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| defaults | 1 |" in out and "| 1.00x / 1.00x |" in out and "| random | 4 |" in out
     assert (tmp_path / "width.png").stat().st_size > 10_000
+
+
+def test_run_and_submit_resolve_the_search_at_the_width_they_run(monkeypatch):
+    """`run_sweep` resolves the search with `for_cluster`, at the concurrency the runner gives Tune
+    (`placement.concurrent_trials`: the YAML's under `submit`, where RAY_ADDRESS is set and the cluster
+    may autoscale; capped at what a local Ray fits: tests/sweep/test_runner.py): a sweep written for 8 at
+    once gets the width-8 count; a num_samples written in the YAML wins."""
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # read by concurrent_trials only: nothing connects
+    cfg = load_sweep_config(None, ["search.max_concurrent_trials=8"])
+    assert cfg.search.num_samples is None
+    assert for_cluster(cfg).search.num_samples == width_search(8)["num_samples"]
+    mine = load_sweep_config(None, ["search.max_concurrent_trials=8", "search.num_samples=5"])
+    assert for_cluster(mine).search.num_samples == 5
