@@ -79,7 +79,8 @@ class SearchConfig(Strict):
     constant_liar: bool | None = Field(
         None,
         description="TPE treats running trials as bad results, so trials started at once differ. "
-        "Default (null): chosen by the number of trials at once (sweep/width.py). TPE only.",
+        "Default (null): on at every width (Optuna's default; off did no better at 2, 8 or 32 at once in "
+        "the replay, benchmarks/RESULTS.md issue 28). TPE only.",
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
