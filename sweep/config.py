@@ -54,7 +54,13 @@ class SearchConfig(Strict):
         None, description="Optional second objective (e.g. gpu_seconds): a Pareto front."
     )
     mode2: Literal["min", "max"] = Field("min")
-    num_samples: int = Field(8, ge=1, le=10000, description="Trials to run.")
+    num_samples: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Trials to run. Default (null): by the trials at once, 16 up to 2, then max(24, 2 x at once): "
+        "the fewest that ended within 1% of the best in 99% of replays (sweep/width.py).",
+    )
     max_concurrent_trials: int = Field(
         2, ge=1, description="Trials running at once (also bounded by resources)."
     )
@@ -69,6 +75,12 @@ class SearchConfig(Strict):
         "the results; until then it samples at random. Default (null): max(2, number of initial_points); "
         "on the recorded SmolLM2 grid 1, 2, 4 and 6 did equally well and 10 worse "
         "(benchmarks/RESULTS.md, issue 23). TPE only (not metric2).",
+    )
+    constant_liar: bool | None = Field(
+        None,
+        description="TPE treats running trials as bad results, so trials started at once differ. "
+        "Default (null): on at every width (Optuna's own default is off; off did no better at 2, 8 or 32 at "
+        "once in the replay, benchmarks/RESULTS.md issue 28). TPE only.",
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 

@@ -14,6 +14,7 @@ from evaluation.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.space import describe, trial_config
 from sweep.throughput import choose
+from sweep.width import at_width, explain
 from trainables.builtin_models import cache_dir
 from trainables.compile_policy import rates
 from trainables.config import ModelConfig, TrialConfig
@@ -133,9 +134,11 @@ def _workers_needed(lean, usable_gb: float) -> int | str:
 
 def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, stats: NodeStats | None = None) -> str:
     """The plan as text: the space, then one table row per combination."""
+    width = cfg.search.max_concurrent_trials
     lines = [
-        f"sweep {cfg.name}: {cfg.search.num_samples} trials, metric {cfg.search.metric} ({cfg.search.mode}), "
-        f"max {cfg.search.max_concurrent_trials} at once",
+        f"sweep {cfg.name}: {at_width(cfg, width).search.num_samples} trials, metric {cfg.search.metric} "
+        f"({cfg.search.mode}), max {width} at once",
+        explain(cfg, width),
         "search space:",
     ]
     lines += [f"  {line}" for line in describe(cfg.search.space)] or [

@@ -11,7 +11,14 @@ at once; a trial started at time t reports eval point i at t + setup_s + train_s
 t + final_s: the final report carries the final generation); at each report ASHA decides CONTINUE or
 STOP and Optuna hears the result; a stopped or finished trial is completed with its last result
 (what Tune tells both), and the freed slot asks the searcher again. A trial's cost is its seconds
-until it finished or was stopped; the cost of a run at time t sums every trial's seconds up to t.
+until it finished or was stopped; the cost of a run at time t sums every trial's seconds up to t (with
+one trial per GPU, its GPU-seconds); its wall is t itself.
+
+Setup depends on the worker, as in a sweep: Tune hands a finished trial's worker to the next trial
+(`reuse_actors`), which keeps the held base only for the same model and quantization
+(trainables/base_cache.py). A trial on a new worker or after a change of base pays the base's load
+seconds (its own recorded fresh load, or the grid's median for that base), one after the same base pays
+none (`setup_on`); records without `phases` keep their recorded setup.
 
 "Found" means what a user gets back: the sweep returns the best *completed* trial (a stopped
 trial's adapter is half-trained; `runner._best` picks it only if nothing completed), so a run has
@@ -44,6 +51,7 @@ from sweep.dedup import config_key
 from sweep.search import scheduler as build_scheduler
 from sweep.search import searcher as build_searcher
 from sweep.space import tune_space
+from sweep.width import at_width
 from trainables.config import validate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -110,6 +118,7 @@ class _Trial:
     trial_id: str  # what ASHA keys its rungs by
     record: dict
     start: float
+    setup: float | None = None  # seconds of setup on its worker (None: as recorded)
     end: float | None = None
     reports: int = 0
 
@@ -125,18 +134,51 @@ class Run:
     curve: list[tuple[float, float]] = field(default_factory=list)
     total_cost: float = 0.0
     wall: float = 0.0  # seconds from the sweep's start to its last event (the recorder's seconds)
+    wall_to_target: float | None = None  # seconds from the start to the completion that found it
     search: dict | None = None
 
     def configs(self) -> list[dict]:
         return [t.record["config"] for t in self.trials]
 
 
-def _times(record: dict) -> list[float]:
-    """Seconds after the trial's start at which each eval point is reported."""
-    curve = record["curve"]
-    times = [record["setup_s"] + p["train_s"] for p in curve]
-    times[-1] = max(times[-1], record["final_s"])
+def _times(record: dict, setup: float | None = None) -> list[float]:
+    """Seconds after the trial's start at which each eval point is reported (`setup`: the trial's
+    setup seconds on its worker, default as recorded)."""
+    curve, shift = record["curve"], 0.0 if setup is None else setup - record["setup_s"]
+    times = [record["setup_s"] + shift + p["train_s"] for p in curve]
+    times[-1] = max(times[-1], record["final_s"] + shift)
     return times
+
+
+def base_key(record: dict) -> tuple:
+    """What a worker's held base model depends on (trainables/base_cache.py): model and quantization."""
+    return tuple(
+        sorted((k, v) for k, v in record["config"].items() if k.split(".")[0] in ("model", "quantization"))
+    )
+
+
+def fresh_loads(grid: Grid) -> dict[tuple, float]:
+    """Median seconds to load and quantize each base where the recorder loaded it afresh."""
+    loads: dict[tuple, list[float]] = {}
+    for r in grid.records:
+        if "phases" in r and not r.get("base_reused", True):
+            loads.setdefault(base_key(r), []).append(r["phases"]["phase_load_s"])
+    return {k: sorted(v)[len(v) // 2] for k, v in loads.items()}
+
+
+def setup_on(record: dict, held: tuple | None, loads: dict[tuple, float]) -> float:
+    """A trial's setup seconds on a worker holding base `held` (None: a new worker). Tune hands a
+    finished trial's worker to the next trial (reuse_actors) and the base is reused when it matches,
+    so the recorded setup is corrected by the load seconds: none on a match, else the record's own
+    fresh load (or the grid's median for that base). Records without phases: as recorded."""
+    if "phases" not in record or "base_reused" not in record:
+        return record["setup_s"]
+    own = record["phases"]["phase_load_s"]
+    key = base_key(record)
+    if key == held:
+        return record["setup_s"] - own
+    fresh = own if not record["base_reused"] else loads.get(key, own)
+    return record["setup_s"] - own + fresh
 
 
 def _result(trial: _Trial, i: int, seconds: float) -> dict:
@@ -171,6 +213,7 @@ def simulate(
     events: list[tuple[float, int, _Trial]] = []
     running: dict[str, _Trial] = {}
     calls, done_searching, best, now = 0, False, float("inf"), 0.0
+    loads, idle = fresh_loads(grid), []  # idle: the base each finished trial's worker holds
 
     def cost_at(t: float) -> float:
         return sum(min(t, tr.end if tr.end is not None else t) - tr.start for tr in run.trials)
@@ -192,12 +235,13 @@ def simulate(
             key = config_key(dists, config)
             if key not in records:
                 raise ConfigError("grid", config, f"a config recorded in {grid.name} for seed {seed}")
-            trial = _Trial(f"trial{calls:05d}", records[key], now)
+            held = idle.pop() if idle else None  # Tune reuses a finished trial's worker, else starts one
+            trial = _Trial(f"trial{calls:05d}", records[key], now, setup_on(records[key], held, loads))
             run.trials.append(trial)
             running[trial.trial_id] = trial
             if scheduler:
                 scheduler.on_trial_add(None, trial)
-            heapq.heappush(events, (now + _times(trial.record)[0], calls, trial))
+            heapq.heappush(events, (now + _times(trial.record, trial.setup)[0], calls, trial))
 
     fill(0.0)
     while events:
@@ -211,16 +255,17 @@ def simulate(
             searcher.on_trial_complete(trial.trial_id, result=result)
             trial.end = now
             del running[trial.trial_id]
+            idle.append(base_key(trial.record))
             if result["done"] and result["eval_loss"] < best:
                 best = result["eval_loss"]
                 run.curve.append((cost_at(now), best))
                 if run.cost_to_target is None and best <= (1 + tol) * run.grid_best:
-                    run.cost_to_target = run.curve[-1][0]
+                    run.cost_to_target, run.wall_to_target = run.curve[-1][0], now
                     if stop_when_found:
                         break
         else:
             searcher.on_trial_result(trial.trial_id, result)
-            heapq.heappush(events, (trial.start + _times(trial.record)[i + 1], order, trial))
+            heapq.heappush(events, (trial.start + _times(trial.record, trial.setup)[i + 1], order, trial))
         fill(now)
     run.total_cost = cost_at(now if events else float("inf"))
     run.wall = now
@@ -258,6 +303,7 @@ def replay(
     if strategy == "grid":
         search["initial_points"] = grid_points(grid.meta["space"])
     cfg = grid.sweep_config(**search)
+    cfg = at_width(cfg, cfg.search.max_concurrent_trials)  # as the runner resolves it (sweep/width.py)
     sampler = optuna.samplers.RandomSampler(seed=index) if strategy == "random" else None
     reports = max(len(r["curve"]) for r in grid.records)
     return simulate(

@@ -38,6 +38,7 @@ from sweep.tracking import (
 )
 from sweep.trial_lines import tune_callbacks
 from sweep.tune_reporter import run_tune_trial
+from sweep.width import for_cluster
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def run_sweep(
     """
     connect_ray(log_to_driver=verbose)
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
+    cfg = for_cluster(cfg)  # search settings left null: those of the width it runs at (sweep/width.py)
     write_state_often()
     uri = cfg.tracking_uri()
     parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())

@@ -47,7 +47,11 @@ def searcher(cfg: SweepConfig, sampler: optuna.samplers.BaseSampler | None = Non
             mode=s.mode,
             points_to_evaluate=points,
             sampler=sampler
-            or optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=n_startup_trials(cfg)),
+            or optuna.samplers.TPESampler(
+                seed=s.seed,
+                n_startup_trials=n_startup_trials(cfg),
+                constant_liar=s.constant_liar is not False,  # null: on (sweep/width.py)
+            ),
         )
     return DedupSearcher(inner, seed=s.seed)
 

@@ -9,6 +9,8 @@ context. The activation constant is calibrated against measured peaks (benchmark
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -53,7 +55,17 @@ class MemoryEstimate:
 
 
 def _split_params(model_config) -> tuple[int, int, int]:
-    """(quantizable linear params in the decoder, other params, number of layers) from a meta model."""
+    """(quantizable linear params in the decoder, other params, number of layers) from a meta model,
+    built once per model config (a plan asks for every combination and every trials-per-GPU count)."""
+    return _split_params_of(model_config.to_json_string())
+
+
+@functools.lru_cache(maxsize=16)
+def _split_params_of(config_json: str) -> tuple[int, int, int]:
+    from transformers import AutoConfig
+
+    raw = json.loads(config_json)
+    model_config = AutoConfig.for_model(raw.pop("model_type"), **raw)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config)
     head = model.get_output_embeddings()
