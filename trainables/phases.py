@@ -69,6 +69,8 @@ def describe(metrics: dict) -> str:
         f"time: {metrics.get('fixed_s', 0):.1f}s fixed ({', '.join(parts)}) + {metrics.get('phase_train_s', 0):.1f}s "
         f"training at {metrics.get('train_tokens_per_s', 0):,.0f} tokens/s"
     )
-    if metrics.get("compile_reason"):
+    if metrics.get("run_plan"):  # how it ran: compile, checkpointing, micro-batch (trainables/run_plan.py)
+        line += f"\nran {metrics['run_plan']}"
+    elif metrics.get("compile_reason"):
         line += f"; compile {metrics['compile_reason']}"
     return line + ("; base model reused from the last trial" if metrics.get("base_reused") else "")
