@@ -48,7 +48,13 @@ class TuneReporter:
             "node_id": ray.get_runtime_context().get_node_id(),
             "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
             "wall_time": time.time(),
+            # The report's timeline draws one lane per worker process (Tune reuses a worker for the
+            # next trial), labelled with its GPU: numbers, so that MLflow keeps them as metrics.
+            "worker_pid": os.getpid(),
         }
+        gpus = ray.get_gpu_ids()
+        if gpus and str(gpus[0]).isdigit():
+            metrics["gpu_index"] = int(gpus[0])
         metrics["gpu_seconds"] = (
             metrics["elapsed_s"] * self.share
         )  # cost: GPU-seconds (CPU-seconds without GPUs)
