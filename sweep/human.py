@@ -33,7 +33,7 @@ def count(n: Any) -> str:
     for size, unit in ((1e9, " B"), (1e6, " M"), (1e3, "k")):
         if abs(rounded) >= max(size, 1e4):  # up to 9,999 exactly: "1,024 rows" reads fine
             return _sig(rounded / size) + unit
-    return f"{n:,.0f}" if float(n).is_integer() else _sig(n)
+    return f"{n:,.0f}" if float(n).is_integer() or abs(n) >= 100 else _sig(n)
 
 
 def rate(n: Any, unit: str) -> str:
