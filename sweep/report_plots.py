@@ -56,7 +56,10 @@ def trial_colours(labels: Sequence[str]) -> dict[str, str]:
 def curve_points(history: Mapping[str, Sequence[tuple[int, float]]], base: float | None) -> dict:
     """{"eval": [(step, loss)...], "train": [...]}, eval starting at step 0 with the base model's eval
     loss (LoRA starts at zero: before the first step the model *is* the base), when it was recorded."""
-    out = {k.split("_")[0]: sorted(p for p in history.get(k, ()) if _finite(p[1])) for k in history}
+    out = {
+        k.split("_")[0]: sorted(p for p in history.get(k, ()) if _finite(p[1]))
+        for k in ("eval_loss", "train_loss")
+    }
     evals = out.get("eval", [])
     if _finite(base) and not any(step == 0 for step, _ in evals):
         out["eval"] = [(0, float(base)), *evals]

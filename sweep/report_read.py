@@ -87,7 +87,9 @@ def read_trials(client, parent_run_id: str) -> list[Trial]:
             start_ms=run.info.start_time,
             end_ms=run.info.end_time,
         )
-        for key in ("eval_loss", "train_loss"):
+        # GPU utilisation (sweep/gpu_usage.py) is drawn at the times of the reports that carried it.
+        keys = ("eval_loss", "train_loss") + (("gpu_util", "wall_time") if "gpu_util" in t.metrics else ())
+        for key in keys:
             t.history[key] = [(m.step, m.value) for m in client.get_metric_history(t.run_id, key)]
         out.append(t)
     return out

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from sweep import human
-from sweep.report_timeline import bars, timeline_plot
+from sweep.report_timeline import bars, timeline_plot, utilisation
 from trainables.phases import PHASES
 
 
@@ -73,7 +73,8 @@ def time_blocks(
     blocks: list[tuple] = [("h2", "Where the time went"), ("ul", items)]
     if out is not None and looks is not None and sweep_start_ms:
         fates = {label: look.fate for label, look in looks.items()}
-        path = timeline_plot(bars(trials, sweep_start_ms, fates), looks, at, out / "timeline.png")
+        util = utilisation(trials, sweep_start_ms)
+        path = timeline_plot(bars(trials, sweep_start_ms, fates), looks, at, out / "timeline.png", util)
         if path is not None:
             blocks.append(
                 ("img", path, "Timeline: one lane per worker, each trial's bar split into its phases")

@@ -98,20 +98,31 @@ def bars(trials: list, sweep_start_ms: int, fates: dict[str, str]) -> list[Bar]:
 
 
 def _assign_lanes(bars_: list[Bar]) -> None:
-    """A lane per worker process ("GPU 0 · worker 2"); bars without one go to the first free lane."""
-    workers: dict[tuple, str] = {}
+    """A lane per worker process ("GPU 0 · worker 2"), the workers of one GPU side by side; bars
+    without a worker go to the first free lane."""
+    first_use = list(dict.fromkeys(b.worker for b in bars_ if b.worker is not None))
+    by_gpu = sorted(first_use, key=lambda w: (w[0] is None, w[0] or 0))  # stable: first use within a GPU
+    names = {w: f"{'CPU' if w[0] is None else f'GPU {w[0]:g}'} · worker {i}" for i, w in enumerate(by_gpu, 1)}
     free_at: dict[str, float] = {}
     for b in bars_:
         if b.worker is not None:
-            if b.worker not in workers:
-                gpu = b.worker[0]
-                where = f"GPU {gpu:g}" if gpu is not None else "CPU"
-                workers[b.worker] = f"{where} · worker {len(workers) + 1}"
-            b.lane = workers[b.worker]
+            b.lane = names[b.worker]
         else:
             lane = next((name for name, t in free_at.items() if t <= b.start_s + 1e-6), None)
             b.lane = lane or f"slot {len(free_at) + 1}"
         free_at[b.lane] = b.end_s
+
+
+def utilisation(trials: list, sweep_start_ms: int) -> dict[str, list[tuple[float, float]]]:
+    """ "GPU 0" -> [(seconds since the sweep started, percent busy)], from the reports that carried
+    `gpu_util` (the mean since the trial's previous report), at those reports' `wall_time`."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for t in trials:
+        gpu, when = _num(t.metrics, "gpu_index"), dict(t.history.get("wall_time", []))
+        for step, util in t.history.get("gpu_util", []):
+            if gpu is not None and step in when:
+                out.setdefault(f"GPU {gpu:g}", []).append((when[step] - sweep_start_ms / 1000, util))
+    return {gpu: sorted(points) for gpu, points in sorted(out.items())}
 
 
 def _clock(seconds: float, _pos=None) -> str:
@@ -120,13 +131,33 @@ def _clock(seconds: float, _pos=None) -> str:
 
 
 def timeline_plot(
-    bars_: list[Bar], looks: dict[str, Look], best_at_s: float | None, path: Path
+    bars_: list[Bar], looks: dict[str, Look], best_at_s: float | None, path: Path, util: dict | None = None
 ) -> Path | None:
-    """The figure: lanes top to bottom in order of first use, time since the sweep started across."""
+    """The figure: lanes top to bottom in order of first use, time since the sweep started across;
+    under it, where it was sampled, each GPU's utilisation."""
     if not bars_:
         return None
-    lanes = list(dict.fromkeys(b.lane for b in bars_))
-    fig, ax = plt.subplots(figsize=(8.5, 1.6 + 0.7 * len(lanes)))
+    lanes = sorted(dict.fromkeys(b.lane for b in bars_), key=lambda lane: int(lane.rsplit(" ", 1)[1]))
+    height = 1.6 + 0.7 * len(lanes)
+    if util:
+        fig, (ax, low) = plt.subplots(2, 1, figsize=(8.5, height + 1.6), sharex=True,
+                                      gridspec_kw={"height_ratios": [height, 1.4]})  # fmt: skip
+        began = {}  # each value is the mean since the previous report: the first, since the first trial began
+        for b in bars_:
+            if b.worker is not None and b.worker[0] is not None:
+                gpu = f"GPU {b.worker[0]:g}"
+                began[gpu] = min(began.get(gpu, b.start_s), b.start_s)
+        for gpu, points in util.items():
+            low.step(
+                *zip(*[(began.get(gpu, 0.0), points[0][1]), *points], strict=True), where="pre", label=gpu
+            )
+        low.set_ylim(0, 105)
+        low.set_ylabel("GPU busy %")
+        low.grid(alpha=0.3)
+        low.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    else:
+        fig, ax = plt.subplots(figsize=(8.5, height))
+        low = ax
     colours = {name: colour for name, _, colour in (*GROUPS, OTHER)}
     for b in bars_:
         y = len(lanes) - 1 - lanes.index(b.lane)
@@ -152,9 +183,9 @@ def timeline_plot(
     ax.set_xlim(0, max(b.end_s for b in bars_) * 1.02)
     span = max(b.end_s for b in bars_)
     step = next((s for s in (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600) if span / s <= 10), 7200)
-    ax.xaxis.set_major_locator(MultipleLocator(step))  # whole minutes, halves, ...: not 0:50, 1:40
-    ax.xaxis.set_major_formatter(FuncFormatter(_clock))
-    ax.set_xlabel("time since the sweep started (min:s)")
+    low.xaxis.set_major_locator(MultipleLocator(step))  # whole minutes, halves, ...: not 0:50, 1:40
+    low.xaxis.set_major_formatter(FuncFormatter(_clock))
+    low.set_xlabel("time since the sweep started (min:s)")
     ax.set_title("When each trial ran, on which worker, and where its time went")
     ax.grid(axis="x", alpha=0.3)
     used = {name for b in bars_ for name, seconds in b.segments if seconds >= 0.1}  # no legend for a sliver

@@ -20,6 +20,7 @@ from ray import tune
 
 from sweep.config import SweepConfig
 from sweep.console import LOG_NAME, trial_dir, trial_log
+from sweep.gpu_usage import GpuSampler
 from sweep.space import trial_config
 from trainables.config import TrialConfig
 from trainables.memory import FRACTION_ENV
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 class TuneReporter:
     """Reports to Ray Tune; checkpoints are written to a temp dir that Ray copies into storage."""
 
-    def __init__(self, sweep: SweepConfig, share: float):
-        self.sweep, self.share = sweep, share
+    def __init__(self, sweep: SweepConfig, share: float, usage: GpuSampler | None = None):
+        self.sweep, self.share, self.usage = sweep, share, usage
 
     def restore_dir(self) -> Path | None:
         ckpt = tune.get_checkpoint()
@@ -55,6 +56,9 @@ class TuneReporter:
         gpus = ray.get_gpu_ids()
         if gpus and str(gpus[0]).isdigit():
             metrics["gpu_index"] = int(gpus[0])
+        util = self.usage.mean() if self.usage is not None else None
+        if util is not None:  # the mean since the last report (sweep/gpu_usage.py)
+            metrics["gpu_util"] = util
         metrics["gpu_seconds"] = (
             metrics["elapsed_s"] * self.share
         )  # cost: GPU-seconds (CPU-seconds without GPUs)
@@ -152,4 +156,5 @@ def _run(cfg: TrialConfig, sweep_cfg: SweepConfig) -> None:
 
         run_multi_worker_trial(cfg, sweep_cfg)
         return
-    run_with_retries(cfg, TuneReporter(sweep_cfg, share))
+    with GpuSampler(ray.get_gpu_ids()).running() as usage:
+        run_with_retries(cfg, TuneReporter(sweep_cfg, share, usage))

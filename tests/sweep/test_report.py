@@ -342,3 +342,46 @@ def test_timeline_lanes_and_bars(sweep):
         lanes.setdefault(b.lane, []).append(b)
     for lane in lanes.values():  # a worker runs one trial at a time
         assert all(a.end_s <= b.start_s + 1e-6 for a, b in zip(lane, lane[1:], strict=False))
+
+
+def test_timeline_draws_gpu_utilisation_where_sampled(tmp_path):
+    """Two trials sharing GPU 0, one on GPU 1: utilisation per GPU at the times of the reports that
+    carried it, drawn under the lanes; a sweep without samples gets the lanes alone."""
+    from matplotlib.image import imread
+
+    from sweep.report import Trial
+    from sweep.report_timeline import bars, timeline_plot, utilisation
+
+    start_ms = 1_000_000_000
+
+    def trial(label, gpu, pid, begin, utils):
+        reports = [begin + 20 * (i + 1) for i in range(len(utils))]
+        metrics = {
+            "gpu_index": gpu,
+            "worker_pid": pid,
+            "wall_time": reports[-1],
+            "trial_wall_s": reports[-1] - begin,
+        }
+        metrics |= {
+            "phase_train_s": 0.8 * metrics["trial_wall_s"],
+            "phase_load_s": 0.2 * metrics["trial_wall_s"],
+        }
+        history = {"gpu_util": [(5 * (i + 1), u) for i, u in enumerate(utils)]}
+        history["wall_time"] = [(5 * (i + 1), r) for i, r in enumerate(reports)]
+        return Trial(label, label, "FINISHED", {}, metrics | {"gpu_util": utils[-1]}, {}, history)
+
+    trials = [
+        trial("a", 0, 11, 1_000_010.0, [40.0, 90.0]),
+        trial("b", 0, 12, 1_000_015.0, [95.0]),
+        trial("c", 1, 13, 1_000_010.0, [60.0]),
+    ]
+    util = utilisation(trials, start_ms)
+    assert util == {"GPU 0": [(30.0, 40.0), (35.0, 95.0), (50.0, 90.0)], "GPU 1": [(30.0, 60.0)]}
+    found = bars(trials, start_ms, {"a": "best"})
+    assert [b.lane for b in found] == ["GPU 0 · worker 1", "GPU 1 · worker 3", "GPU 0 · worker 2"]  # by GPU
+    looks = {t.label: plots.Look("#1f77b4", t.label) for t in trials}
+    with_util = imread(timeline_plot(found, looks, 50.0, tmp_path / "with.png", util))
+    lanes_only = imread(
+        timeline_plot(found, looks, 50.0, tmp_path / "without.png", utilisation(trials[:0], start_ms))
+    )
+    assert with_util.shape[0] > lanes_only.shape[0] + 100  # the utilisation panel under the lanes
