@@ -73,8 +73,16 @@ def time_blocks(
     blocks: list[tuple] = [("h2", "Where the time went"), ("ul", items)]
     if out is not None and looks is not None and sweep_start_ms:
         fates = {label: look.fate for label, look in looks.items()}
-        util = utilisation(trials, sweep_start_ms)
-        path = timeline_plot(bars(trials, sweep_start_ms, fates), looks, at, out / "timeline.png", util)
+        util, drawn = utilisation(trials, sweep_start_ms), bars(trials, sweep_start_ms, fates)
+        path = timeline_plot(drawn, looks, at, out / "timeline.png", util)
+        if drawn:
+            lanes, span = len({b.lane for b in drawn}), max(b.end_s for b in drawn)
+            busy = sum(b.wall_s for b in drawn) / (lanes * span)
+            items.append(
+                f"Packing: {lanes} worker{'s' if lanes > 1 else ''} ran the {len(drawn)} trials and were busy "
+                f"{100 * busy:.0f}% of the {human.duration(span)} from the sweep's start to its last trial's end "
+                "(the rest: Ray starting workers, the gap between one trial and the next)."
+            )
         if path is not None:
             blocks.append(
                 ("img", path, "Timeline: one lane per worker, each trial's bar split into its phases")

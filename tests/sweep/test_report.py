@@ -192,6 +192,8 @@ def test_report_content(sweep):
         "Cost: 7 trials in " in md
         and "; they trained for 3 min 10 s in all, on CPUs only (6 min 20 s of CPU-core time)." in md
     )
+    # t6 failed before it reported: a lane of its own ("slot 1"), from its run's start and end.
+    assert re.search(r"Packing: 3 workers ran the 7 trials and were busy \d+% of the 4 min \d+ s", md), md
     assert "| judge |" not in md and "| generation |" not in md and "| train | 3 min 10 s |" in md
     client = client_for(sweep["uri"])
     logged = {f.path for f in client.list_artifacts(sweep["parent"], "report")}
