@@ -60,7 +60,7 @@ def time_blocks(
         items.append(
             f"Fixed cost per trial (median): {human.duration(statistics.median(fresh))} on a new worker"
             + (
-                f", {human.duration(statistics.median(reused))} on a reused one ({len(reused)} trials)."
+                f", {human.duration(statistics.median(reused))} on a reused one ({len(reused)} trial{'s' if len(reused) > 1 else ''})."
                 if reused
                 else "; no trial reused a worker."
             )

@@ -272,7 +272,7 @@ def test_where_the_time_went():
     blocks = time_blocks([first, second], second, sweep_start_ms=1_000_000_000)
     items = blocks[1][1]
     assert items[0].startswith("Training (steady steps) took 71% of the trials' 2 min 50 s;")
-    assert items[1] == "Fixed cost per trial (median): 40 s on a new worker, 10 s on a reused one (1 trials)."
+    assert items[1] == "Fixed cost per trial (median): 40 s on a new worker, 10 s on a reused one (1 trial)."
     assert items[2] == "Time to best: the best trial's result was known 3 min 10 s after the sweep started."
     table = blocks[2]
     assert table[0] == "table" and ["load", "50 s", "29.4%", "25 s"] in table[2]
