@@ -5,7 +5,8 @@ Between two finished trials a sweep is otherwise silent (Tune's table comes ever
 user cannot tell progress from a hang. On a terminal the line is redrawn in place (a carriage return
 and an erase-to-end-of-line), and wiped before anything else is printed; where the output is a file
 or a pipe (CI logs, `ray job logs`) a plain line is printed every `STATUS_EVERY_S` seconds instead.
-Plain functions of Tune's `Trial` objects; `sweep/trial_lines.py` calls it from Tune's loop.
+Plain functions of Tune's `Trial` objects; `sweep/trial_lines.py` calls it from Tune's loop (not
+with --verbose: Tune's own per-trial tables and the trials' output are on the console then).
 """
 
 from __future__ import annotations
