@@ -39,7 +39,7 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1240px
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}th{background:#f0f0f0;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums}tr.best td{background:#fff6d5;font-weight:600}
+td.trial{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tr.best td{background:#fff6d5;font-weight:600}
 .sw{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.4em;vertical-align:-1px}
 img{max-width:100%;height:auto;display:block;margin:1em 0}figure{margin:1em 0}
 pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:12px}figcaption{color:#555;font-size:13px}
@@ -55,9 +55,10 @@ def _table(headers: list[str], rows: list[list[str]], colours: list[str | None] 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
     for i, r in enumerate(rows):
-        cells = [_cell(c) if j != 1 else f"<td>{html.escape(c)}</td>" for j, c in enumerate(r)]  # 1: trial id
-        if colours and colours[i] and len(cells) > 1:  # the swatch goes before the trial's name
-            cells[1] = cells[1].replace(">", f"><span class='sw' style='background:{colours[i]}'></span>", 1)
+        cells = [_cell(c) for c in r]
+        if colours and len(cells) > 1:  # a trials table: the swatch goes before the trial's name
+            swatch = f"<span class='sw' style='background:{colours[i]}'></span>" if colours[i] else ""
+            cells[1] = f"<td class='trial'>{swatch}{html.escape(r[1])}</td>"
         body.append(("<tr class='best'>" if "★" in "".join(r) else "<tr>") + "".join(cells) + "</tr>")
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 

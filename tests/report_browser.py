@@ -1,6 +1,6 @@
 """Render a sweep's report.html in headless Chromium and say what a person would see broken: images
-that do not load, figures wider than the page (shown shrunk, or running off it), a page that scrolls
-sideways. Used by tests/sweep/test_report.py; also a script, for a real sweep's report:
+that do not load, figures wider than the page (shown shrunk, or running off it), tables wider than
+the page, a page that scrolls sideways. Used by tests/sweep/test_report.py; also a script, for a real sweep's report:
 
     python tests/report_browser.py qlora-sweep-results/quickstart/report.html --screenshot shot.png
 
@@ -28,6 +28,8 @@ CHECK = """<script>addEventListener('load', () => {
     broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
     off_page: imgs.filter(i => i.getBoundingClientRect().right > page + 1).map(i => i.alt),
     shrunk: imgs.filter(i => i.naturalWidth > content + 1).map(i => `${i.alt} (${i.naturalWidth}px)`),
+    wide_tables: [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().width > content + 1)
+      .map(t => t.querySelector('th') ? t.querySelector('th').parentNode.textContent.slice(0, 60) : 'table'),
     content_width: content, scrolls_sideways: document.documentElement.scrollWidth > page + 1,
   };
   document.body.insertAdjacentHTML('beforeend', `<pre id="report-check">${JSON.stringify(out)}</pre>`);
@@ -57,7 +59,7 @@ def _run(url: str, *flags: str, profile: str) -> subprocess.CompletedProcess:
 
 
 def check_report(html_path: Path, screenshot: Path | None = None, height: int = 6000) -> dict:
-    """What Chromium saw: {"images", "broken", "off_page", "shrunk", "content_width",
+    """What Chromium saw: {"images", "broken", "off_page", "shrunk", "wide_tables", "content_width",
     "scrolls_sideways", "dom"}; with `screenshot`, a PNG of the page as is (it has no script)."""
     text = html_path.read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +95,7 @@ def problems(seen: dict) -> list[str]:
         f"figure wider than the page ({seen['content_width']:.0f}px), shown shrunk: {a}"
         for a in seen["shrunk"]
     ]
+    out += [f"table wider than the page (scrolls in its box): {head}" for head in seen["wide_tables"]]
     return out + (["the page scrolls sideways"] if seen["scrolls_sideways"] else [])
 
 

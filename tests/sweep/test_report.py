@@ -231,12 +231,13 @@ def test_report_renders_in_chromium(sweep):
     seen = check_report(sweep["html"], screenshot=shot)
     assert problems(seen) == [], problems(seen)
     assert seen["images"] == len(FIGURES) and shot.stat().st_size > 50_000  # a rendered page, not blank
-    assert all(re.search(f"<td>(<span[^>]*></span>)?{t[0]}", seen["dom"]) for t in TRIALS)
+    assert all(re.search(f"<td[^>]*>(<span[^>]*></span>)?{t[0]}", seen["dom"]) for t in TRIALS)
     (ARTIFACTS / "sweep_report.html").write_text(sweep["html"].read_text())
 
 
 def test_a_figure_wider_than_the_page_is_caught(tmp_path):
-    """The browser check fails where a person would see a problem: a 3000 px figure, a broken image."""
+    """The browser check fails where a person would see a problem: a 3000 px figure, a broken image, a
+    table wider than the page."""
     if chromium() is None:
         pytest.skip("chromium not installed (Debian: apt-get install -y chromium)")
     import matplotlib.pyplot as plt
@@ -244,7 +245,8 @@ def test_a_figure_wider_than_the_page_is_caught(tmp_path):
     fig = plt.figure(figsize=(30, 2), dpi=100)
     fig.savefig(tmp_path / "wide.png")
     plt.close(fig)
-    page = to_html([("img", tmp_path / "wide.png", "too wide")], "t").replace(
+    blocks = [("img", tmp_path / "wide.png", "too wide"), ("table", ["long"], [["x" * 3000]])]
+    page = to_html(blocks, "t").replace(
         "</body>", "<img src='data:image/png;base64,AAAA' alt='broken'></body>"
     )
     (tmp_path / "page.html").write_text(page)
@@ -252,6 +254,7 @@ def test_a_figure_wider_than_the_page_is_caught(tmp_path):
     assert "broken image: broken" in found and any("shown shrunk: too wide (3000px)" in p for p in found), (
         found
     )
+    assert "table wider than the page (scrolls in its box): long" in found, found
 
 
 def test_where_the_time_went():
