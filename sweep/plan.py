@@ -11,6 +11,7 @@ import itertools
 import math
 
 from evaluation.errors import ConfigError
+from sweep import human
 from sweep.config import SweepConfig
 from sweep.space import describe, trial_config
 from sweep.throughput import choose
@@ -174,4 +175,8 @@ def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, stats: NodeStats 
 
 
 def _fmt(v) -> str:
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+    """Counts exact with separators (the seed study's table is compared digit for digit), other
+    numbers as `sweep/human.py` writes them."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return human.number(v) if isinstance(v, float) else str(v)

@@ -1,146 +1,54 @@
 """The sweep report (`report.md` + a self-contained `report.html`), built from MLflow alone.
 
-Everything is read back from the tracking store (parent run: search settings, judge calibration,
-base generations; child runs: params, metrics, histories, artifacts), so `qlora-sweep report` works
-on any finished or interrupted sweep, on any machine that can reach the store. The content is
-built once as a list of blocks (what the report says, here) and rendered twice by `report_plots`
-(how it looks: the figures, Markdown, and HTML with the figures embedded).
+Everything is read back from the tracking store (`report_read`: parent run: search settings, judge
+calibration, base generations; child runs: params, metrics, histories, artifacts), so `qlora-sweep
+report` works on any finished or interrupted sweep, on any machine that can reach the store. The
+content is built once as a list of blocks (what the report says, here), drawn by `report_plots`,
+`report_timeline` and `report_time`, and rendered twice by `report_render` (Markdown, and HTML with
+the figures embedded). Numbers are written for a person (`sweep/human.py`); exact values stay in MLflow.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from evaluation.errors import ConfigError
+from sweep import human
 from sweep import report_plots as plots
-from sweep.report_time import time_blocks
-from sweep.tracking import FAILURE_TAG, OUTCOME_TAG, ROLE_TAG, TRIAL_ID_TAG, child_runs, client_for
+from sweep.report_read import NULL, Trial, artifact_text, find_parent, generations, read_trials
+from sweep.report_render import to_html, to_markdown
+from sweep.report_time import cost_sentence, time_blocks
+from sweep.tracking import client_for
 from sweep.tracking_params import DATA_STATS_PARAMS, data_stats_from_params
 from trainables.data import describe_stats
 
-NULL = (None, "", "null", "None")
-TABLE = (  # (header, source, key)
-    ("r", "param", "lora.r"),
-    ("target modules", "param", "lora.target_modules"),
-    ("bits", "param", "quantization.bits"),
-    ("lr", "param", "training.lr"),
-    ("trainable params", "metric", "trainable_params"),
-    ("train time (s)", "metric", "elapsed_s"),
-    ("peak mem (GB)", "metric", "peak_mem_gb"),
-    ("eval loss", "metric", "eval_loss"),
-    ("perplexity", "metric", "perplexity"),
-    ("judge score", "metric", "judge_score"),
+__all__ = ["Trial", "build_report"]
+
+TABLE = (  # (header, source, key, format)
+    ("r", "param", "lora.r", human.number),
+    ("target modules", "param", "lora.target_modules", human.number),
+    ("bits", "param", "quantization.bits", human.number),
+    ("lr", "param", "training.lr", human.number),
+    ("trainable params", "metric", "trainable_params", human.count),
+    ("train time", "metric", "elapsed_s", human.duration),
+    ("tokens/s", "metric", "tokens_per_s", human.count),
+    ("peak mem", "metric", "peak_mem_gb", human.gigabytes),
+    ("eval loss", "metric", "eval_loss", human.loss),
+    ("perplexity", "metric", "perplexity", human.number),
+    ("judge score", "metric", "judge_score", human.number),
 )
 
 
-@dataclass
-class Trial:
-    run_id: str
-    label: str
-    status: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-
-
-def _parse(value: str) -> Any:
-    """MLflow keeps params as strings; recover numbers, lists and None."""
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else f"{v:.4g}"
+def _fmt(v: Any, name: str = "") -> str:
+    """A param or metric for a person: losses with four decimals, anything else to 3 figures."""
     if isinstance(v, list):
         return ", ".join(map(str, v))
-    return str(v)
-
-
-def _amount(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
-
-
-def _status(t: Trial) -> str:
-    if t.status == "FAILED":
-        return f"FAILED: {t.tags.get(FAILURE_TAG, 'unknown reason')}"
-    if t.status == "KILLED":
-        return "KILLED"
-    if t.tags.get(OUTCOME_TAG) == "stopped_early":
-        return "STOPPED EARLY"
-    return t.status
-
-
-# ---------------------------------------------------------------- reading MLflow
-
-
-def _find_parent(client, experiment_name: str, parent_run_id: str | None):
-    if parent_run_id:
-        return client.get_run(parent_run_id)
-    exp = client.get_experiment_by_name(experiment_name)
-    if exp is None:
-        known = ", ".join(e.name for e in client.search_experiments(max_results=50)) or "none"
-        raise ConfigError("experiment", experiment_name, f"an MLflow experiment in this store: {known}")
-    runs = client.search_runs(
-        [exp.experiment_id],
-        f"tags.`{ROLE_TAG}` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        raise ConfigError(
-            "experiment", experiment_name, "an experiment with a sweep run (started by `qlora-sweep run`)"
-        )
-    return runs[0]
-
-
-def _trials(client, parent_run_id: str) -> list[Trial]:
-    out = []
-    for run in child_runs(client, parent_run_id):
-        t = Trial(
-            run_id=run.info.run_id,
-            label=run.data.tags.get(TRIAL_ID_TAG) or run.info.run_name,
-            status=run.info.status,
-            params={k: _parse(v) for k, v in run.data.params.items()},
-            metrics=dict(run.data.metrics),
-            tags=dict(run.data.tags),
-        )
-        for key in ("eval_loss", "train_loss"):
-            t.history[key] = [(m.step, m.value) for m in client.get_metric_history(t.run_id, key)]
-        out.append(t)
-    return out
-
-
-def _artifact_text(client, run_id: str, path: str) -> str | None:
-    """An artifact's text, or None when the run never logged it."""
-    parent = str(Path(path).parent) if "/" in path else None
-    if path not in {f.path for f in client.list_artifacts(run_id, parent)}:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")
-
-
-def _rows(text: str | None) -> list[dict]:
-    """Generations as a list of dicts, from `log_table`'s {columns, data} or a plain list."""
-    if not text:
-        return []
-    data = json.loads(text)
-    if isinstance(data, dict) and "columns" in data:
-        return [dict(zip(data["columns"], row, strict=False)) for row in data["data"]]
-    return data if isinstance(data, list) else []
+    return human.loss(v) if "loss" in name else human.number(v)
 
 
 # ---------------------------------------------------------------- analysis
@@ -186,7 +94,7 @@ def _sort_key(objectives: list[tuple[str, str]]):
 def _best(trials: list[Trial], metric: str) -> Trial | None:
     """The top-ranked trial that completed (with its final evaluation); else any that reported."""
     ranked = [t for t in trials if t.metrics.get(metric) is not None and math.isfinite(t.metrics[metric])]
-    done = [t for t in ranked if t.status == "FINISHED" and t.tags.get(OUTCOME_TAG) != "stopped_early"]
+    done = [t for t in ranked if t.status == "FINISHED" and not t.stopped_early]
     return (done or ranked or [None])[0]
 
 
@@ -204,23 +112,49 @@ def _unflatten(flat: dict[str, Any]) -> dict:
 # ---------------------------------------------------------------- the report
 
 
+def _swept_domains(params: dict[str, str]) -> dict[str, dict]:
+    """{path: {"choice": [4, 8, 16]}} from `search.space` when it was logged as a mapping."""
+    try:
+        space = json.loads(params.get("search.space", "null"))
+    except json.JSONDecodeError:
+        return {}
+    return {k: v for k, v in space.items() if isinstance(v, dict)} if isinstance(space, dict) else {}
+
+
+def _looks(trials: list[Trial], best: Trial | None, swept: list[str]) -> dict[str, plots.Look]:
+    """Each trial's colour (in ranking order), legend name (its id and swept values) and fate."""
+    colours = plots.trial_colours([t.label for t in trials])
+    looks = {}
+    for t in trials:
+        fate = (
+            "best" if t is best
+            else "failed" if t.status in ("FAILED", "KILLED")
+            else "stopped" if t.stopped_early
+            else "completed"
+        )  # fmt: skip
+        values = " ".join(f"{p.split('.')[-1]}={_fmt(t.params.get(p))}" for p in swept if p in t.params)
+        looks[t.label] = plots.Look(colours[t.label], f"{t.label} {values}".strip(), fate)
+    return looks
+
+
 def build_report(
     tracking_uri: str, experiment_name: str, out_dir: str | Path, parent_run_id: str | None = None
 ) -> tuple[Path, Path]:
     """Write `report.md` (figures next to it) and `report.html` (figures embedded) for a sweep, log both
     (and the figures) to the sweep's parent run under `report/`, and return their paths."""
     client = client_for(tracking_uri)
-    parent = _find_parent(client, experiment_name, parent_run_id)
+    parent = find_parent(client, experiment_name, parent_run_id)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     pid = parent.info.run_id
     pparams = dict(parent.data.params)
     objectives = _objectives(pparams)
     metric, mode = objectives[0]
-    trials = sorted(_trials(client, pid), key=_sort_key(objectives))
+    trials = sorted(read_trials(client, pid), key=_sort_key(objectives))
     swept = _swept(pparams, trials)
     trusted = parent.data.tags.get("judge_trusted", "").lower() != "false"
     best = _best(trials, metric)
+    looks = _looks(trials, best, swept)
 
     blocks: list[tuple] = [("h1", f"Sweep report: {experiment_name}")]
     blocks.append(
@@ -236,30 +170,30 @@ def build_report(
         ("h2", "Summary"),
         ("ul", _summary(trials, best, metric, mode, importances, why, parent, trusted)),
     ]
-    blocks += _table_blocks(trials, objectives, best, trusted)
-    blocks += time_blocks(trials, best, parent.info.start_time)
-    blocks += _figure_blocks(out, trials, swept, objectives, importances, why)
+    blocks += _table_blocks(trials, objectives, best, trusted, looks)
+    blocks += _figure_blocks(out, trials, swept, _swept_domains(pparams), objectives, importances, why, looks)
+    blocks += time_blocks(trials, best, parent.info.start_time, out, looks)
     blocks += _judge_blocks(parent, trusted)
     if best is not None:
         blocks += _best_config_blocks(client, best, out)
         blocks += _generation_blocks(client, best, pid, trusted)
 
     md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(plots.to_markdown(blocks), encoding="utf-8")
-    html_path.write_text(plots.to_html(blocks, f"Sweep report: {experiment_name}"), encoding="utf-8")
+    md_path.write_text(to_markdown(blocks), encoding="utf-8")
+    html_path.write_text(to_html(blocks, f"Sweep report: {experiment_name}"), encoding="utf-8")
     for path in [md_path, html_path, *(b[1] for b in blocks if b[0] == "img")]:
         client.log_artifact(pid, str(path), "report")
     return md_path, html_path
 
 
 def _row(t: Trial, swept: list[str]) -> dict[str, Any]:
-    return {**{p: t.params.get(p) for p in swept}, **t.metrics}
+    return {**{p: t.params.get(p) for p in swept}, **t.metrics, "label": t.label}
 
 
 def _summary(trials, best, metric, mode, importances, why, parent, trusted) -> list[str]:
     counts: dict[str, int] = {}
     for t in trials:
-        s = _status(t).split(":")[0]
+        s = t.status_text().split(":")[0]
         counts[s] = counts.get(s, 0) + 1
     items = [
         f"Trials: {len(trials)} (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")."
@@ -270,12 +204,14 @@ def _summary(trials, best, metric, mode, importances, why, parent, trusted) -> l
     if best is None:
         items.append(f"No trial reported {metric} yet, so there is no best configuration.")
     else:
-        items.append(f"Best trial: {best.label} with {metric} = {_fmt(best.metrics[metric])} ({mode}imised).")
+        items.append(
+            f"Best trial: {best.label} with {metric} = {_fmt(best.metrics[metric], metric)} ({mode}imised)."
+        )
         base, tuned = best.metrics.get("base_eval_loss"), best.metrics.get("eval_loss")
         if base and tuned is not None and math.isfinite(base):
             items.append(
-                f"Against the base model: eval loss {_fmt(base)} -> {_fmt(tuned)}, "
-                f"{100 * (base - tuned) / base:.1f}% {'lower' if tuned <= base else 'higher'}."
+                f"Against the base model: eval loss {human.loss(base)} -> {human.loss(tuned)}, "
+                f"{100 * abs(base - tuned) / base:.1f}% {'lower' if tuned <= base else 'higher'}."
             )
         if "judge_score" in best.metrics:
             note = "" if trusted else " (the judge failed calibration: not trustworthy)"
@@ -286,18 +222,7 @@ def _summary(trials, best, metric, mode, importances, why, parent, trusted) -> l
         items.append(f"Knobs that mattered most for {metric}: {top} (Optuna fANOVA importance).")
     else:
         items.append(f"Which knobs mattered: not computed; {why}.")
-    cost = sum(
-        t.metrics.get("gpu_seconds", 0.0) for t in trials if math.isfinite(t.metrics.get("gpu_seconds", 0.0))
-    )
-    busy = sum(
-        t.metrics.get("elapsed_s", 0.0) for t in trials if math.isfinite(t.metrics.get("elapsed_s", 0.0))
-    )
-    end = parent.info.end_time or int(time.time() * 1000)
-    wall = (end - parent.info.start_time) / 1000 if parent.info.start_time else float("nan")
-    items.append(
-        f"Cost: {_amount(cost)} GPU-seconds (CPU-seconds where trials ran without a GPU), {_amount(busy)} s of"
-        f" trial training time, {wall / 60:,.1f} min of wall time since the sweep started."
-    )
+    items.append(cost_sentence(trials, parent.info.start_time, parent.info.end_time))
     return items
 
 
@@ -314,36 +239,42 @@ def _data_summary(trials: list[Trial], best: Trial | None) -> list[str]:
     return [f"Data{who}: {describe_stats(stats)}."]
 
 
-def _table_blocks(trials, objectives, best, trusted) -> list[tuple]:
-    extra = [m for m, _ in objectives if m not in {k for _, _, k in TABLE}]
-    headers = ["#", "trial"] + [h for h, _, _ in TABLE] + extra + ["status"]
+def _table_blocks(trials, objectives, best, trusted, looks) -> list[tuple]:
+    """One row per trial; a column no trial has a value in (judge score without a judge) is left out."""
+    extra = [m for m, _ in objectives if m not in {k for _, _, k, _ in TABLE}]
+    columns = [
+        (h, (lambda t, s=source, k=key: t.metrics.get(k) if s == "metric" else t.params.get(k)), fmt, key)
+        for h, source, key, fmt in TABLE
+    ] + [(m, (lambda t, k=m: t.metrics.get(k)), lambda v, k=m: _fmt(v, k), m) for m in extra]
+    columns = [c for c in columns if any(c[1](t) is not None for t in trials)]
+    headers = ["#", "trial"] + [h for h, *_ in columns] + ["status"]
     rows = []
     for i, t in enumerate(trials, 1):
         cells = [str(i), t.label + (" ★" if t is best else "")]
-        for _, source, key in TABLE:
-            v = t.metrics.get(key) if source == "metric" else t.params.get(key)
-            cells.append(_fmt(v) + ("†" if key == "judge_score" and v is not None and not trusted else ""))
-        cells += [_fmt(t.metrics.get(m)) for m in extra] + [_status(t)]
-        rows.append(cells)
+        for _, get, fmt, key in columns:
+            v = get(t)
+            text = ", ".join(map(str, v)) if isinstance(v, list) else fmt(v)
+            cells.append(text + ("†" if key == "judge_score" and v is not None and not trusted else ""))
+        rows.append(cells + [t.status_text()])
     note = (
         f"Sorted by {', then '.join(f'{m} ({mode})' for m, mode in objectives)}, trials that did not finish"
-        " last; ★ marks the best trial."
+        " last; ★ marks the best trial; each trial keeps its colour in every figure."
     )
     if not trusted:
         note += " † judge scores are NOT trustworthy: the judge failed its calibration."
-    return [("h2", "Trials"), ("p", note), ("table", headers, rows)]
+    return [("h2", "Trials"), ("p", note), ("table", headers, rows, [looks[t.label].colour for t in trials])]
 
 
-def _figure_blocks(out, trials, swept, objectives, importances, why) -> list[tuple]:
+def _figure_blocks(out, trials, swept, domains, objectives, importances, why, looks) -> list[tuple]:
     metric, mode = objectives[0]
     blocks: list[tuple] = [("h2", "Figures")]
+    curves = {t.label: plots.curve_points(t.history, t.metrics.get("base_eval_loss")) for t in trials}
+    rows = [_row(t, swept) for t in trials]
     figs = [
-        ("Loss curves", plots.loss_curves({t.label: t.history for t in trials}, out / "loss_curves.png")),
+        ("Loss curves", plots.loss_curves(curves, looks, out / "loss_curves.png")),
         (
-            f"{metric} against each swept parameter",
-            plots.metric_vs_params(
-                [_row(t, swept) for t in trials], swept, metric, out / "metric_vs_params.png"
-            ),
+            f"{metric} at each swept value",
+            plots.metric_vs_params(rows, swept, domains, metric, looks, out / "metric_vs_params.png"),
         ),
         ("Parameter importance", plots.importance_bar(importances, out / "importance.png")),
     ]
@@ -359,7 +290,7 @@ def _figure_blocks(out, trials, swept, objectives, importances, why) -> list[tup
         figs.append(
             (
                 f"Pareto front: {metric} against {metric2}",
-                plots.pareto_plot(pts, front, metric, metric2, out / "pareto.png"),
+                plots.pareto_plot(pts, front, metric, metric2, looks, out / "pareto.png"),
             )
         )
         blocks.append(
@@ -392,7 +323,7 @@ def _judge_blocks(parent, trusted: bool) -> list[tuple]:
 
 
 def _best_config_blocks(client, best: Trial, out: Path) -> list[tuple]:
-    text = _artifact_text(client, best.run_id, "trial_config.yaml")
+    text = artifact_text(client, best.run_id, "trial_config.yaml")
     note = (
         f"The full trial config of {best.label}, ready to re-run with `qlora-sweep train best_config.yaml`."
     )
@@ -406,22 +337,15 @@ def _best_config_blocks(client, best: Trial, out: Path) -> list[tuple]:
 
 def _generation_blocks(client, best: Trial, parent_id: str, trusted: bool, limit: int = 5) -> list[tuple]:
     """The best trial's first generations beside the base model's for the same prompts (if recorded)."""
-    tuned = _rows(_artifact_text(client, best.run_id, "eval/generations.json"))
+    tuned, base = generations(client, best, parent_id)
     if not tuned:
         return [("h2", "Sample generations"), ("p", f"{best.label} logged no generations.")]
-    base = {
-        r.get("prompt"): r for r in _rows(_artifact_text(client, parent_id, "eval/base_generations.json"))
-    }
-    headers = [
-        "product",
-        "base model",
-        f"best ({best.label})",
-        "reference",
-        "judge" + ("" if trusted else " †"),
-    ]
+    judged = any(r.get("judge_score") is not None for r in tuned)
+    headers = ["product", "base model", f"best ({best.label})", "reference"]
+    headers += ["judge" + ("" if trusted else " †")] if judged else []
     rows = [
-        [_fmt(r.get("product")), _clip(base.get(r.get("prompt"), {}).get("output", "(not recorded)")),
-         _clip(r.get("output")), _clip(r.get("reference")), _fmt(r.get("judge_score"))]
+        [str(r.get("product") or "–"), _clip(base.get(r.get("prompt"), {}).get("output", "(not recorded)")),
+         _clip(r.get("output")), _clip(r.get("reference"))] + ([_fmt(r.get("judge_score"))] if judged else [])
         for r in tuned[:limit]
     ]  # fmt: skip
     return [("h2", "Sample generations: base against best"), ("table", headers, rows)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from sweep import human
 from sweep.config import SweepConfig
 from sweep.console import LOG_NAME
 from sweep.runner import SweepOutcome, run_sweep
@@ -87,7 +88,7 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
     """The final lines: best trial, its config and metrics, its adapter, the base model's eval loss."""
     lines = [
         f"\n=== sweep {cfg.name}: {outcome.finished} finished ({outcome.stopped_early} stopped early by ASHA), "
-        f"{outcome.failed} failed, {seconds:.0f}s ==="
+        f"{outcome.failed} failed, {human.duration(seconds)} ==="
     ]
     logs = _trial_logs(outcome.experiment_path)
     for trial, reason in outcome.errors.items():
@@ -103,15 +104,22 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
         return "\n".join(lines + logs)
     m = best["metrics"]
     lines.append(f"best trial {best['trial_id']} by {cfg.search.metric} ({cfg.search.mode}):")
-    lines += [f"  {k} = {v}" for k, v in best["params"].items()]
+    lines += [f"  {k} = {human.number(v) if isinstance(v, float) else v}" for k, v in best["params"].items()]
     base, ev = m.get("base_eval_loss"), m.get("eval_loss")
     if isinstance(base, float) and isinstance(ev, float):
         lines.append(
             f"  eval loss: base model {base:.4f} -> best trial {ev:.4f} ({100 * (base - ev) / base:.1f}% lower)"
         )
-    for key in ("perplexity", "judge_score", "trainable_params", "tokens_per_s", "gpu_seconds"):
-        if isinstance(m.get(key), (int, float)):
-            lines.append(f"  {key} = {m[key]:.4g}" if isinstance(m[key], float) else f"  {key} = {m[key]:,}")
+    shown = (  # for a person; the exact values are in MLflow and the trial's result.json
+        ("perplexity", "perplexity", human.number),
+        ("judge_score", "judge score", human.number),
+        ("trainable_params", "trainable params", human.count),
+        ("tokens_per_s", "throughput", lambda v: human.rate(v, "tokens/s")),
+        ("gpu_seconds", "GPU time" if m.get("gpu_ids") else "CPU time", human.duration),
+    )
+    lines += [
+        f"  {label}: {fmt(m[key])}" for key, label, fmt in shown if isinstance(m.get(key), (int, float))
+    ]
     lines.append(f"  adapter: {best['checkpoint']}/adapter")
     if best.get("registered"):
         r = best["registered"]

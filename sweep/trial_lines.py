@@ -1,7 +1,7 @@
-"""Our Tune callback for the console: Tune's own status table, and one line per finished trial (its
+"""Our Tune callback for the console: Tune's own status table, one line per finished trial (its
 config, eval loss, time, and why it stopped: completed, stopped early by ASHA, or failed with the
-reason) in place of Tune's per-trial config and result tables. With --verbose it prints Tune's
-per-trial tables as before.
+reason) in place of Tune's per-trial config and result tables, and the live status line
+(`sweep/status_line.py`). With --verbose it prints Tune's per-trial tables as before.
 
 Tune always adds its own reporter; the runner sets it to silent (it then prints the experiment's
 header and a failed trial's error block only). The table is drawn by a second instance of Tune's
@@ -20,8 +20,9 @@ from ray import tune
 from ray.tune.experimental.output import AirVerbosity, TuneTerminalReporter
 from ray.tune.logger import CSVLoggerCallback
 
-from sweep import console
+from sweep import console, human
 from sweep.space import tune_space
+from sweep.status_line import StatusLine
 from sweep.tune_logs import JsonLogger
 
 # Tune's table at the start, at the end, and in between at most this often: the lines of finished
@@ -42,7 +43,7 @@ def tune_callbacks(cfg) -> list:
 
 
 def _config_text(config: dict) -> str:
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+    return " ".join(f"{k}={human.number(v) if isinstance(v, float) else v}" for k, v in config.items())
 
 
 class TrialLines(tune.Callback):
@@ -50,11 +51,13 @@ class TrialLines(tune.Callback):
         self._table = TuneTerminalReporter(AirVerbosity.DEFAULT, metric=metric, mode=mode, config=space)
         self._table._heartbeat_freq = TABLE_EVERY_S  # Tune's is 30 s (a class attribute marked TODO)
         self._scheduler = scheduler
+        self._status = StatusLine(metric, mode)
         self._started: dict[str, float] = {}
         self._total = ""
 
     def setup(self, total_num_samples: int | None = None, **info):
         self._table.setup(start_time=time.time(), total_samples=total_num_samples)
+        self._status.start(total_num_samples)
         self._table._start_block("header")  # Tune's header comes next: a blank line after it
         total = ray.cluster_resources()
         self._total = f"{total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
@@ -69,9 +72,14 @@ class TrialLines(tune.Callback):
         return f"Logical resource usage: {used['CPU']:g}/{cpus}, {used['GPU']:g}/{gpus}"
 
     def on_step_end(self, iteration, trials, **info):
+        if time.time() - self._table._last_heartbeat_time >= self._table._heartbeat_freq:
+            self._status.clear()  # Tune's table is about to print
         self._table.print_heartbeat(trials, self._usage(trials))
+        if not console.verbose():
+            self._status.update(trials)
 
     def on_experiment_end(self, trials, **info):
+        self._status.clear()
         self._table.print_heartbeat(trials, self._usage(trials), force=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -90,7 +98,7 @@ class TrialLines(tune.Callback):
         else:
             why = f"stopped early{' by ASHA' if self._scheduler == 'asha' else ''} at step {step}/{total}"
         loss = r.get("eval_loss")
-        loss = f"eval_loss {loss:.4f}" if isinstance(loss, (int, float)) else "no eval_loss"
+        loss = f"eval_loss {human.loss(loss)}" if isinstance(loss, (int, float)) else "no eval_loss"
         self._line(trial, f"{loss} in {self._seconds(trial)}: {why}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -107,8 +115,9 @@ class TrialLines(tune.Callback):
         self._line(trial, f"{what} after {self._seconds(trial)}: {reason}")
 
     def _seconds(self, trial) -> str:
-        return f"{time.monotonic() - self._started.get(trial.trial_id, time.monotonic()):.0f}s"
+        return human.duration(time.monotonic() - self._started.get(trial.trial_id, time.monotonic()))
 
     def _line(self, trial, text: str) -> None:
+        self._status.clear()
         self._table._start_block("trial_lines")  # consecutive lines together, a blank line before a table
         print(f"trial {trial.trial_id} ({_config_text(trial.config)}): {text}")

@@ -20,6 +20,7 @@ from ray import tune
 
 from sweep.config import SweepConfig
 from sweep.console import LOG_NAME, trial_dir, trial_log
+from sweep.gpu_usage import GpuSampler
 from sweep.space import trial_config
 from trainables.config import TrialConfig
 from trainables.memory import CAP_ENV, FRACTION_ENV
@@ -32,8 +33,8 @@ class TuneReporter:
 
     generates = False  # a sweep generates samples once, after it ends (sweep/samples.py), unless judged
 
-    def __init__(self, sweep: SweepConfig, share: float):
-        self.sweep, self.share = sweep, share
+    def __init__(self, sweep: SweepConfig, share: float, usage: GpuSampler | None = None):
+        self.sweep, self.share, self.usage = sweep, share, usage
 
     def restore_dir(self) -> Path | None:
         ckpt = tune.get_checkpoint()
@@ -50,7 +51,16 @@ class TuneReporter:
             "node_id": ray.get_runtime_context().get_node_id(),
             "gpu_ids": ",".join(map(str, ray.get_gpu_ids())),
             "wall_time": time.time(),
+            # The report's timeline draws one lane per worker process (Tune reuses a worker for the
+            # next trial), labelled with its GPU: numbers, so that MLflow keeps them as metrics.
+            "worker_pid": os.getpid(),
         }
+        gpus = ray.get_gpu_ids()
+        if gpus and str(gpus[0]).isdigit():
+            metrics["gpu_index"] = int(gpus[0])
+        util = self.usage.mean() if self.usage is not None else None
+        if util is not None:  # the mean since the last report (sweep/gpu_usage.py)
+            metrics["gpu_util"] = util
         metrics["gpu_seconds"] = (
             metrics["elapsed_s"] * self.share
         )  # cost: GPU-seconds (CPU-seconds without GPUs)
@@ -152,4 +162,5 @@ def _run(cfg: TrialConfig, sweep_cfg: SweepConfig) -> None:
 
         run_multi_worker_trial(cfg, sweep_cfg)
         return
-    run_with_retries(cfg, TuneReporter(sweep_cfg, share))
+    with GpuSampler(ray.get_gpu_ids()).running() as usage:
+        run_with_retries(cfg, TuneReporter(sweep_cfg, share, usage))

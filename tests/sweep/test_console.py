@@ -6,10 +6,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from sweep.console import LOG_NAME, trial_log
+from sweep.report_read import find_parent, read_trials
+from sweep.report_timeline import bars
+from sweep.status_line import EVERY_ENV, status_text
+from sweep.tracking import client_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a user saw on the console before: one marker per kind of noise (progress bars of transformers,
@@ -35,9 +40,14 @@ NOISE = (
     "A new study created",
 )
 TRIAL_LINE = re.compile(r"^trial ([0-9a-f]{8}) \(model\.path=(\S+)\): (.*)$")
+DURATION = r"(\d+\.\d s|\d+ s|\d+ min( \d+ s)?)"  # sweep/human.py: 4.2 s, 52 s, 1 min 52 s
+STATUS_LINE = re.compile(
+    rf"^sweep: (\d+)/(\d+) trials done, \d+ running \| (best eval_loss \d+\.\d{{4}} \(trial [0-9a-f]{{8}}\)|"
+    rf"no eval_loss yet) \| {DURATION} elapsed(, about {DURATION} left)?$"
+)
 
 
-def run_sweep_cli(tmp_path: Path, *flags: str, trials: int) -> subprocess.CompletedProcess:
+def run_sweep_cli(tmp_path: Path, *flags: str, trials: int, **env: str) -> subprocess.CompletedProcess:
     """`qlora-sweep run` on the tiny 4-bit model from the sweep's own folder, with a relative
     storage_path as in the quickstart. With 2 trials the second asks for a hub model that does not
     exist: offline it fails at once. A fresh datasets cache makes `load_dataset` draw its
@@ -60,6 +70,7 @@ def run_sweep_cli(tmp_path: Path, *flags: str, trials: int) -> subprocess.Comple
         "PYTHONPATH": path,
         "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"),
         "HF_HUB_OFFLINE": "1",
+        **env,
     }
     cmd = [sys.executable, "-m", "sweep.cli", "run", str(cfg), *flags]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
@@ -67,7 +78,9 @@ def run_sweep_cli(tmp_path: Path, *flags: str, trials: int) -> subprocess.Comple
 
 @pytest.mark.slow
 def test_quickstart_console_is_clean_and_trial_logs_hold_the_noise(tmp_path):
-    out = run_sweep_cli(tmp_path, trials=2)
+    # The status line every 5 s instead of every 30 (this sweep takes ~20 s; stdout is a pipe here:
+    # plain lines).
+    out = run_sweep_cli(tmp_path, trials=2, **{EVERY_ENV: "5"})
     console = out.stdout + out.stderr
     assert out.returncode == 0, console[-3000:]
     lines = console.splitlines()
@@ -82,10 +95,21 @@ def test_quickstart_console_is_clean_and_trial_logs_hold_the_noise(tmp_path):
     done = {m[1]: (m[2], m[3]) for m in map(TRIAL_LINE.match, lines) if m}
     assert len(done) == 2 and len([ln for ln in lines if TRIAL_LINE.match(ln)]) == 2, console
     (good, (_, ok)), (bad, (_, failed)) = sorted(done.items(), key=lambda kv: kv[1][0] != "tiny")
-    assert re.fullmatch(r"eval_loss \d+\.\d{4} in \d+s: completed \(1/1 steps\)", ok), ok
+    assert re.fullmatch(rf"eval_loss \d+\.\d{{4}} in {DURATION}: completed \(1/1 steps\)", ok), ok
     assert re.fullmatch(
-        r"failed after \d+s: ConfigError: model\.path: .*no-such-org/no-such-model.*", failed
+        rf"failed after {DURATION}: ConfigError: model\.path: .*no-such-org/no-such-model.*", failed
     ), failed
+
+    # The live status line, as plain lines (not a terminal): progress, best so far, elapsed; no
+    # terminal control characters in a log. Numbers for a person in the summary: no exponents.
+    status = [m for m in map(STATUS_LINE.match, lines) if m]
+    assert status, console
+    assert all(int(m[2]) == 2 and int(m[1]) <= 2 for m in status), [m[0] for m in status]
+    assert "\x1b[" not in out.stdout and "\r" not in out.stdout
+    assert not re.search(r"\de[+-]0", console), console
+    summary = console.split("=== sweep console:", 1)[1]
+    assert re.search(r"^  trainable params: [\d.,]+k?$", summary, re.M), summary
+    assert re.search(r"^  throughput: (\d{1,3}(,\d{3})?|[\d.]+k) tokens/s$", summary, re.M), summary
 
     # Each trial's log is in its trial directory and holds what the console no longer shows.
     experiment = tmp_path / "results" / "console"
@@ -101,6 +125,18 @@ def test_quickstart_console_is_clean_and_trial_logs_hold_the_noise(tmp_path):
     assert "gemm_4bit_forward" in good_log + bad_log  # bitsandbytes' import-time warning, once per process
     assert "Traceback (most recent call last)" in bad_log and "no-such-org/no-such-model" in bad_log
     assert f"{experiment}/*/{LOG_NAME}" in console  # the summary says where the logs are
+
+    # The report's timeline, from this real sweep (one sweep serves both: a second costs CI a minute):
+    # a bar per trial, the failed one from its run's times, the completed one's phases adding up to
+    # the trial's wall time.
+    client = client_for(f"sqlite:///{experiment.parent / 'mlflow.db'}")
+    parent = find_parent(client, "console", None)
+    trials = read_trials(client, parent.info.run_id)
+    found = {b.label: b for b in bars(trials, parent.info.start_time, {})}
+    assert sorted(found) == sorted([good, bad]), found
+    timed = found[good]
+    assert abs(sum(s for _, s in timed.segments) - timed.wall_s) <= 0.05 * timed.wall_s, timed
+    assert timed.lane == "CPU · worker 1" and 0 < timed.start_s < timed.end_s
 
 
 def test_trial_log_takes_c_level_output_and_gives_the_process_back(tmp_path, capfd):
@@ -131,3 +167,28 @@ def test_verbose_brings_everything_back(tmp_path):
     for noise in ("Loading weights", "gemm_4bit_forward", "pid=", "started with configuration"):
         assert noise in console, f"{noise!r} missing with --verbose:\n{console}"
     assert not list((tmp_path / "results" / "console").glob(f"*/{LOG_NAME}"))  # it all went to the console
+
+
+def _trial(tid: str, status: str, step: int | None = None, loss: float | None = None):
+    result = {"step": step, "total_steps": 10} if step is not None else {}
+    return SimpleNamespace(
+        trial_id=tid, status=status, last_result={**result, "eval_loss": loss} if loss else result
+    )
+
+
+def test_status_line_says_progress_best_and_time_left():
+    """Done/running/total, the best so far, elapsed; time left only once a tenth of the work is done."""
+    early = [_trial("a", "RUNNING", 0), _trial("b", "PENDING")]
+    assert status_text(early, 6, "eval_loss", "min", 5) == (
+        "sweep: 0/6 trials done, 1 running | no eval_loss yet | 5.0 s elapsed"
+    )
+    later = [
+        _trial("a", "TERMINATED", 10, 2.9649),
+        _trial("b", "TERMINATED", 5, 3.3118),
+        _trial("c", "ERROR", 1, 1.0),  # a failed trial's loss is no result
+        _trial("d", "RUNNING", 5, 3.4),
+    ]
+    # 3 done + half of one = 3.5 of 6 trials after 70 s: 50 s left.
+    assert status_text(later, 6, "eval_loss", "min", 70) == (
+        "sweep: 3/6 trials done, 1 running | best eval_loss 2.9649 (trial a) | 1 min 10 s elapsed, about 50 s left"
+    )
