@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sweep.human import duration, number
 from trainables.run_plan import RunPlan, training_seconds
 
 SLICE_LOSS = (1 - 26.0 / 31.9) / 4  # per extra trial: 5 at once summed 26k vs 31.9k tokens/s alone
@@ -32,9 +33,9 @@ class Concurrency:
     def why(self) -> str:
         return (
             f"{self.per_gpu} per GPU (memory fits {self.memory_fit}): each {self.run.describe()}; a trial trains "
-            f"~{self.train_s:.0f}s after ~{self.fixed_s:.0f}s of fixed cost, so {self.per_gpu} at once keep the GPU "
-            f"training ~{100 * self.busy:.0f}% of the time (each extra trial costs ~{100 * SLICE_LOSS:.1f}% to "
-            "time-slicing)"
+            f"~{duration(self.train_s)} after ~{duration(self.fixed_s)} of fixed cost, so {self.per_gpu} at once "
+            f"keep the GPU training ~{number(100 * self.busy, 2)}% of the time (each extra trial costs "
+            f"~{100 * SLICE_LOSS:.1f}% to time-slicing)"
         )
 
 

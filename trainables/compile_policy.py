@@ -74,11 +74,15 @@ def decide_compile(
         return CompileDecision(bool(setting), f"training.compile={str(setting).lower()}", eager, saved)
     cost = compile_s / max(per_gpu, 1)
     shared = f" / {per_gpu} sharing the GPU" if per_gpu > 1 else ""
-    figures = f"~{saved:.0f}s of ~{eager:.0f}s eager training vs ~{compile_s:.0f}s compile{shared} ({source})"
+    figures = f"~{_s(saved)} of ~{_s(eager)} eager training vs ~{_s(compile_s)} compile{shared} ({source})"
     if saved <= cost:
         return CompileDecision(False, f"auto: eager, compile would save {figures}", eager, saved)
     shapes = "static packed shapes" if packing else f"padded length buckets (x{BUCKET_MIN} powers of two)"
     return CompileDecision(True, f"auto: compiled, saves {figures}; {shapes}", eager, saved)
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
 def bucket_width(length: int, max_len: int) -> int:
