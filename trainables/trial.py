@@ -476,7 +476,13 @@ def _base_eval(
     for batch in evals:
         for name in sorted(batch):
             digest.update(name.encode() + batch[name].cpu().numpy().tobytes())
-    key = [cfg.model.path, cfg.model.revision, cfg.quantization.model_dump(), device.type, digest.hexdigest()]
+    key = [
+        cfg.model.model_dump(),
+        cfg.quantization.model_dump(),
+        str(model.dtype),
+        device.type,
+        digest.hexdigest(),
+    ]
     path = cache_dir() / "base_eval" / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
