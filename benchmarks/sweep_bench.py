@@ -135,7 +135,8 @@ def phase_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--phases-only", type=Path, help="print the phase table of an experiment dir and stop")
     ap.add_argument(
         "--sweep-sets",
         nargs="*",
@@ -150,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--skip-single", action="store_true")
     args = ap.parse_args(argv)
+    if args.phases_only:
+        print(phase_table(trial_rows(args.phases_only)))
+        return
+    if args.out is None:
+        ap.error("--out is required")
     args.out.mkdir(parents=True, exist_ok=True)
     print(json.dumps(prepare()), flush=True)
     result: dict = {"single": {}}
