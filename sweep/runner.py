@@ -126,7 +126,9 @@ def run_sweep(
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
     write_state_often()
     uri = cfg.tracking_uri()
-    parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
+    parent = start_sweep_run(  # a new sweep gets a new parent run, even under a reused name (--overwrite)
+        uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage(), new=not restore
+    )
     if calibration:
         log_calibration(uri, parent, calibration)
     tuner = _tuner(cfg, parent, restore, stop, verbose)

@@ -285,7 +285,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                 state["last_metrics"] = metrics
                 state["phases"] = timer.seconds
                 with timer("checkpoint"):
-                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered)
+                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered, cfg)
             metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
             with timer("report"):
                 try:
