@@ -75,7 +75,8 @@ def check_resumable(path: str, cfg: SweepConfig) -> None:
             "EXPERIMENT",
             path,
             f"the live experiment directory of sweep {cfg.name} ({exp})",
-            hint="this one was moved aside by --overwrite; `qlora-sweep report` still reads it",
+            hint="this one was moved aside by --overwrite (or by hand, or its relative storage_path "
+            "means another directory from here); `qlora-sweep report` still reads it",
         )
 
 

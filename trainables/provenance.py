@@ -134,7 +134,7 @@ def claim_output_dir(out: Path, cfg: BaseModel, overwrite: bool = False) -> str:
     (resumed), or is moved aside with `overwrite`; another config's results raise. Returns what happened."""
     ckpts = out / "checkpoints"
     record = read_record(out)
-    used = record is not None or (ckpts.is_dir() and any(ckpts.iterdir()))
+    used = ckpts.is_dir() and any(ckpts.iterdir())  # a run stopped before its first checkpoint left nothing
     said = ""
     if used and overwrite:
         said = f"moved the earlier results aside to {archive(out)}"
