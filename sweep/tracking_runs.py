@@ -119,11 +119,11 @@ def start_sweep_run(
     """Open (or, on resume, reopen) the sweep's parent run and return its id.
 
     The parent is identified by the sweep name and storage path tags, so resuming a sweep reuses
-    its run (the newest of that name and storage) instead of starting another one. `new` starts
-    another parent run even if one exists: a new sweep under a reused name never joins the old one.
-    The config hash (`trainables/provenance.py`) is a tag. Both default to the config's `name`/`storage_path`
-    (top level or under `run.`/`sweep.`), else the experiment name and "". `search_space_desc`
-    (the swept dotted paths, a list or a path->spec mapping) is logged as param `search.space`.
+    its run (the newest of that name and storage) instead of starting another one. Both default to
+    the config's `name`/`storage_path` (top level or under `run.`/`sweep.`), else the experiment name
+    and "". `search_space_desc` (the swept dotted paths, a list or a path->spec mapping) is logged as
+    param `search.space`. `new` starts another parent run even if one exists: a new sweep under a
+    reused name (`run --overwrite`) never joins the old one. The config hash is a tag.
     """
     client = client_for(tracking_uri)
     flat = flatten_dict(sweep_config)
