@@ -47,16 +47,30 @@ def _add_verbose(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_overwrite(p: argparse.ArgumentParser, what: str, other: str) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"start again although {what} holds results: they are moved aside to "
+        f"<dir>.replaced-<time> (nothing is deleted). Without it, results of another config are an "
+        f"error (use {other} to keep both) and the same config resumes",
+    )
+
+
 def cmd_train(a) -> int:
     from trainables.config import load_trial_config
     from trainables.data import describe_stats
     from trainables.phases import describe as describe_phases
+    from trainables.provenance import claim_output_dir
     from trainables.reporting import PrintReporter
     from trainables.trial import run_trial
 
     cfg = load_trial_config(a.config, a.sets)
     out = a.output or cfg.output_dir or "qlora-train-output"
-    reporter = PrintReporter(out, keep=cfg.training.keep_checkpoints, resume=not a.fresh)
+    said = claim_output_dir(Path(out), cfg, overwrite=a.overwrite)  # another config's run: an error, now
+    if said:
+        print(said)
+    reporter = PrintReporter(out, keep=cfg.training.keep_checkpoints)
     started = time.perf_counter()
     final = run_trial(cfg, reporter)
     print(
@@ -79,16 +93,25 @@ def cmd_run(a) -> int:
 
     # Validated before torch and Ray load: a bad config is one line, at once.
     cfg = load_sweep_config(a.config or str(_examples_dir() / QUICKSTART), a.sets)
+    from sweep.reuse import claim_experiment
+
+    # A name with results: the same config resumes, another one is an error (before Ray starts).
+    restore, said = claim_experiment(cfg, overwrite=a.overwrite)
+    if said:
+        print(said)
     from sweep.session import run_and_summarize
 
-    return run_and_summarize(cfg, verbose=a.verbose)
+    return run_and_summarize(cfg, restore=restore, verbose=a.verbose)
 
 
 def cmd_resume(a) -> int:
+    from sweep.reuse import check_resumable
     from sweep.runner import experiment_config
     from sweep.session import run_and_summarize
 
-    return run_and_summarize(experiment_config(a.experiment), restore=True, verbose=a.verbose)
+    cfg = experiment_config(a.experiment)
+    check_resumable(a.experiment, cfg)
+    return run_and_summarize(cfg, restore=True, verbose=a.verbose)
 
 
 def cmd_plan(a) -> int:
@@ -104,10 +127,12 @@ def cmd_plan(a) -> int:
 
 def cmd_report(a) -> int:
     from sweep.report import build_report
+    from sweep.reuse import parent_run_of
     from sweep.runner import experiment_config
 
     cfg = experiment_config(a.experiment)
-    md, html = build_report(cfg.tracking_uri(), cfg.name, Path(a.experiment))
+    parent = parent_run_of(a.experiment)  # this experiment's own trials, also once moved aside
+    md, html = build_report(cfg.tracking_uri(), cfg.name, Path(a.experiment), parent_run_id=parent)
     print(f"report: {md}\n        {html}")
     return 0
 
@@ -157,13 +182,15 @@ def parser(entry_points: Iterable[EntryPoint] | None = None) -> argparse.Argumen
     t = sub.add_parser("train", help="run one trial without Ray and print a summary")
     t.add_argument("config", nargs="?", help="trial YAML (default: built-in defaults, SmolLM2-135M)")
     t.add_argument("--output", help="output directory (checkpoints, adapter)")
-    t.add_argument("--fresh", action="store_true", help="ignore checkpoints in the output directory")
+    _add_overwrite(t, "the output directory", "--output DIR")
+    t.add_argument("--fresh", dest="overwrite", action="store_true", help="the same as --overwrite")
     _add_sets(t)
     t.set_defaults(fn=cmd_train)
     r = sub.add_parser("run", help="run a sweep (local Ray, or the cluster in RAY_ADDRESS)")
     r.add_argument("config", nargs="?", help=f"sweep YAML (default: examples/{QUICKSTART})")
     _add_sets(r)
     _add_verbose(r)
+    _add_overwrite(r, "the sweep's name", "--set name=NEW_NAME")
     r.set_defaults(fn=cmd_run)
     rs = sub.add_parser("resume", help="resume an interrupted sweep")
     rs.add_argument("experiment", help="experiment directory (storage_path/name)")

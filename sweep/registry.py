@@ -117,12 +117,26 @@ def register_champion(
 ) -> dict:
     """Register run `run_id`'s adapter as a new version of `model_name` and point `alias` at it.
 
+    If `alias` already points at this run's adapter (a resumed sweep), nothing new is registered.
+    Versions of earlier sweeps under the same name (e.g. before `run --overwrite`) stay as they are;
+    only the alias moves to the new champion.
+
     `merge=True` also registers `<model_name>-merged` (same alias): the base from `base_model_dir`
     (a directory, hub id or built-in name; default: the run's `base_model` tag) in the trial's dtype,
     unquantized, with the adapter merged, logged to the run as `merged/`. Returns the names,
     versions and sources.
     """
     client = client_for(tracking_uri)
+    current = _alias_version(client, model_name, alias)
+    if current is not None and current.run_id == run_id:  # a resumed sweep that ended as before
+        log.info(
+            "%s @%s is already run %s's adapter (version %s)", model_name, alias, run_id, current.version
+        )
+        out = {"name": model_name, "version": current.version, "alias": alias, "source": current.source}
+        merged = _alias_version(client, f"{model_name}-merged", alias) if merge else None
+        if merged is not None:
+            out.update(merged_name=f"{model_name}-merged", merged_version=merged.version)
+        return {**out, "run_id": run_id}
     run, tags = _run_facts(client, run_id)
     version = _register(client, model_name, run_id, ADAPTER_ARTIFACT, tags, alias, merged=False)
     out = {
@@ -147,6 +161,13 @@ def register_champion(
             merged_name=f"{model_name}-merged", merged_version=merged.version, merged_source=merged.source
         )
     return out
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:  # no such model or alias yet
+        return None
 
 
 def _load_base(base: str | None, revision: str | None, dtype: str = "auto"):

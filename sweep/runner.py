@@ -129,7 +129,9 @@ def run_sweep(
     cfg = for_cluster(cfg)  # search settings left null: those of the width it runs at (sweep/width.py)
     write_state_often()
     uri = cfg.tracking_uri()
-    parent = start_sweep_run(uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage())
+    parent = start_sweep_run(  # a new sweep gets a new parent run, even under a reused name (--overwrite)
+        uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage(), new=not restore
+    )
     if calibration:
         log_calibration(uri, parent, calibration)
     tuner = _tuner(cfg, parent, restore, stop, verbose)

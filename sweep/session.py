@@ -13,22 +13,20 @@ import yaml
 from sweep import human
 from sweep.config import SweepConfig
 from sweep.console import LOG_NAME
+from sweep.reuse import SAVED, experiment_dir, record_experiment
 from sweep.runner import SweepOutcome, run_sweep
 
 log = logging.getLogger(__name__)
 
 
-def experiment_dir(cfg: SweepConfig) -> Path | None:
-    storage = cfg.storage()
-    return None if "://" in storage else Path(storage) / cfg.name
-
-
 def _save_config(cfg: SweepConfig) -> None:
-    """The experiment keeps its own config, so `resume` and `report` need only its directory."""
+    """The experiment keeps its own config, so `resume` and `report` need only its directory, and
+    its config record (hash + config), so that a later run under its name is checked against it."""
     out = experiment_dir(cfg)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "sweep_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        (out / SAVED).write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        record_experiment(cfg)
 
 
 def _check_judge(cfg: SweepConfig) -> dict:
@@ -51,6 +49,7 @@ def run_and_summarize(cfg: SweepConfig, restore: bool = False, verbose: bool = F
     _save_config(cfg)
     calibration = _check_judge(cfg) if not restore else {}
     outcome = run_sweep(cfg, restore=restore, calibration=calibration, verbose=verbose)
+    record_experiment(cfg, outcome.parent_run_id)  # `report DIR` finds its own trials, also once moved aside
     if outcome.best and cfg.tracking.register_best:
         _register(cfg, outcome)
     _report(cfg, outcome)

