@@ -149,7 +149,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             else t_cfg.epochs * len(train_rows)
         )
         run = _plan(cfg, device, int(tokens * width), reporter.restore_dir())
-        planned, cfg = cfg, run.applied(cfg)
+        planned, cfg = cfg, run.applied(cfg)  # checkpoints record `planned`: the config as the user wrote it
         t_cfg = cfg.training
         per_step = t_cfg.grad_accum
         epochs = max(1, math.ceil(t_cfg.epochs))
@@ -311,7 +311,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                 state["run"] = _run_settings(t_cfg)
                 state["phases"] = timer.seconds
                 with timer("checkpoint"):
-                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered, cfg)
+                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered, planned)
             metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
             _record_measurements(planned, run, metrics, device, step - first_step)
             with timer("report"):
