@@ -119,9 +119,9 @@ def cmd_plan(a) -> int:
 
     # Validated before torch loads: a bad config is one line, with no import warnings before it.
     cfg = load_sweep_config(a.config, a.sets)
-    from sweep.plan import node_stats, render_plan
+    from sweep.plan import render_plan
 
-    print(render_plan(cfg, a.gpu_memory_gb or cfg.resources.gpu_memory_gb or 80.0, node_stats()))
+    print(render_plan(cfg, a.gpu_memory_gb or cfg.resources.gpu_memory_gb or 80.0, measured=True))
     return 0
 
 

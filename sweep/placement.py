@@ -11,7 +11,7 @@ import os
 import ray
 
 from sweep.config import SweepConfig
-from sweep.plan import MAX_PER_GPU, node_stats, plan_rows
+from sweep.plan import MAX_PER_GPU, plan_rows
 
 
 def gpu_memory_gb(cfg: SweepConfig) -> float:
@@ -30,7 +30,7 @@ def gpu_memory_gb(cfg: SweepConfig) -> float:
 def auto_gpu_share(cfg: SweepConfig) -> float:
     """1/k of a GPU, k chosen for throughput within the memory fit of the heaviest combination
     (sweep/throughput.py; at most 8), from this node's measurements where it has them, else a whole GPU."""
-    rows = plan_rows(cfg, gpu_memory_gb(cfg), node_stats())
+    rows = plan_rows(cfg, gpu_memory_gb(cfg), measured=True)
     per_gpu = min(min(r["trials_per_gpu"] for r in rows), MAX_PER_GPU)
     return 1.0 / per_gpu if per_gpu >= 1 else 1.0
 

@@ -73,31 +73,33 @@ def train_tokens(trial: TrialConfig, per_epoch: int | None) -> int:
     return int(t.epochs * (per_epoch if per_epoch is not None else 10**6))
 
 
-def node_stats() -> NodeStats | None:
-    """What this machine's GPU measured in earlier trials (trainables/node_stats.py), if it has one."""
+def node_stats(model_path: str) -> NodeStats | None:
+    """What this machine's GPU measured in earlier trials of a model (trainables/node_stats.py), if it
+    has a GPU."""
     try:
         import torch
 
         if torch.cuda.is_available():
-            return load_stats(stats_path(cache_dir(), torch.cuda.get_device_name(0)))
+            return load_stats(stats_path(cache_dir(), torch.cuda.get_device_name(0), model_path))
     except Exception:  # noqa: BLE001 - a driver without CUDA plans from the built-in figures
         pass
     return None
 
 
-def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0, stats: NodeStats | None = None) -> list[dict]:
+def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0, measured: bool = False) -> list[dict]:
     """One row per shape combination: how its trials will run and how many share a GPU (the same
-    `plan_run` each trial calls for itself, for 1/k of `gpu_memory_gb` for each k)."""
+    `plan_run` each trial calls for itself, for 1/k of `gpu_memory_gb` for each k), from this
+    machine's measurements when `measured` (and it has a GPU), else from the built-in figures."""
     rows, configs = [], {}
     per_epoch = epoch_tokens(trial_config(cfg.trial_dict(), {}))
-    compile_s = rates(stats)[2]
     for combo in shape_combinations(cfg):
         trial = trial_config(cfg.trial_dict(), combo)
         path = trial.model.path
-        if path not in configs:  # each model's config and size once, not once per combination
+        if path not in configs:  # each model's config, size and measurements once, not per combination
             config = load_config(ModelConfig(path=path, revision=trial.model.revision))
-            configs[path] = config, count_params(config)
-        mc, n_params = configs[path]
+            configs[path] = config, count_params(config), node_stats(path) if measured else None
+        mc, n_params, stats = configs[path]
+        compile_s = rates(stats)[2]
         params = count_trainable_params_for(mc, trial.lora)
         tokens = train_tokens(trial, per_epoch)
         runs = {
@@ -133,7 +135,7 @@ def _workers_needed(lean, usable_gb: float) -> int | str:
     return math.ceil(lean.weights_gb / (usable_gb - rest)) if usable_gb > rest else "too big"
 
 
-def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, stats: NodeStats | None = None) -> str:
+def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, measured: bool = False) -> str:
     """The plan as text: the space, then one table row per combination."""
     width = cfg.search.max_concurrent_trials
     lines = [
@@ -145,7 +147,7 @@ def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, stats: NodeStats 
     lines += [f"  {line}" for line in describe(cfg.search.space)] or [
         "  (none: every trial uses the base config)"
     ]
-    rows = plan_rows(cfg, gpu_memory_gb, stats)
+    rows = plan_rows(cfg, gpu_memory_gb, measured)
     keys = [k for k in SHAPE_PATHS if any(k in r for r in rows)]
     cols = keys + [
         "trainable_params",

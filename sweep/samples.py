@@ -15,9 +15,11 @@ from pathlib import Path
 import ray
 
 from sweep.config import SweepConfig
+from sweep.placement import gpu_share
 from sweep.tracking import client_for, log_base_generations, log_generations
 
 log = logging.getLogger(__name__)
+SAMPLE_TIMEOUT_S = 900  # loading a base and generating 2 x num_prompts: minutes at most, even on a CPU
 
 
 def _generate(trial: dict, adapter: str) -> tuple[list[dict], list[dict]]:
@@ -31,19 +33,27 @@ def _generate(trial: dict, adapter: str) -> tuple[list[dict], list[dict]]:
 def sample_best(cfg: SweepConfig, best: dict, tracking_uri: str, parent_run_id: str) -> bool:
     """Generate and log the best trial's and the base's samples (MLflow: the best run's and the sweep
     run's `eval/*generations.json`, beside its checkpoint's `eval/`). False when there is nothing to do:
-    a judged sweep (its trials generated), no local checkpoint, or the task failed (logged, not fatal:
-    the sweep's results stand without samples)."""
+    a judged sweep (its trials generated), no local checkpoint (s3:// / gs:// storage: not sampled yet,
+    the report then says the best trial logged no generations), or the task failed or timed out
+    (logged, not fatal: the sweep's results stand without samples)."""
     ckpt = best.get("checkpoint")
     if cfg.judge.backend != "none" or not ckpt or "://" in ckpt or not (Path(ckpt) / "adapter").is_dir():
         return False
     if (Path(ckpt) / "eval" / "generations.json").is_file():
         return False  # already sampled (a resumed sweep, or a `report` after the run)
-    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=0)(_generate)
+    # The share of a GPU a trial had (one trial's memory): asking for a whole GPU could wait forever on a
+    # cluster whose GPUs are shared; the wait is bounded all the same.
+    share = gpu_share(cfg) if cfg.resources.workers_per_trial == 1 else 1.0
+    task = ray.remote(num_gpus=share, num_cpus=1, max_retries=0)(_generate)
+    ref = task.remote(best["config"], str(Path(ckpt) / "adapter"))
     try:
-        records, base = ray.get(task.remote(best["config"], str(Path(ckpt) / "adapter")))
+        records, base = ray.get(ref, timeout=SAMPLE_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - samples are for the report; the sweep's results stand
-        log.warning("sample generations for the best trial failed: %s", str(err).splitlines()[0])
+        ray.cancel(ref, force=True)
+        log.warning(
+            "sample generations for the best trial failed: %s",
+            (str(err) or type(err).__name__).splitlines()[0],
+        )
         return False
     out = Path(ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)

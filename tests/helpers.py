@@ -19,6 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 OPEN_LLAMA = ROOT / "examples" / "models" / "open_llama_3b_v2"
 
 
+def __getattr__(name: str):  # noqa: ANN202 - SMOLLM2_SHAPE is built on first use (transformers is heavy)
+    if name == "SMOLLM2_SHAPE":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            tie_word_embeddings=True,
+        )
+    raise AttributeError(name)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for a server a test starts, or a process group's rendezvous)."""
     with socket.socket() as s:

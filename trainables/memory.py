@@ -1,7 +1,7 @@
 """Predict a trial's peak GPU memory from the model config alone (meta device, no weights).
 
-Used by `qlora-sweep plan`, by the sweep to choose GPU fractions, and by the trainable to decide
-whether gradient checkpointing is needed. The terms are the usual ones: frozen weights at their
+Used by the run plan (trainables/run_plan.py), which `qlora-sweep plan`, the sweep's GPU fractions and
+each trial share. The terms are the usual ones: frozen weights at their
 storage width, LoRA weights with fp32 master copies, gradients and two Adam moments, the
 activations saved for backward (per token and layer), the chunked output-head logits, and the CUDA
 context. The activation constant is calibrated against measured peaks (benchmarks/RESULTS.md).
@@ -144,8 +144,9 @@ def cap_process_memory(device: torch.device) -> float:
     more than planned fails alone instead of taking memory its neighbours on the GPU were promised."""
     budget = gpu_budget_gb(device)
     total = torch.cuda.get_device_properties(device).total_memory / GIB
-    if budget < total:
-        torch.cuda.set_per_process_memory_fraction(budget / total, device)
+    # Set every time (a reused worker's last trial may have had a smaller share); the CUDA context
+    # is outside torch's allocator but inside the budget.
+    torch.cuda.set_per_process_memory_fraction(min(1.0, max(budget - CUDA_CONTEXT_GB, 0.1) / total), device)
     return budget
 
 

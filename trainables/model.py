@@ -283,3 +283,14 @@ def count_trainable_params_for(config, lora: LoraConfig) -> int:
         model = AutoModelForCausalLM.from_config(config)
     peft_model = attach_lora(model, lora)
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+
+
+def weights_identity(cfg: ModelConfig) -> list:
+    """What a cached result about a model's weights is keyed by, besides its path and revision: the
+    name, size and modification time of each weight file of a local directory (a directory saved again
+    is another model); a hub id's revision names its weights itself."""
+    path = Path(resolve_model_path(cfg.path)).expanduser()
+    if not path.is_dir():
+        return []
+    files = sorted(f for f in path.iterdir() if f.suffix in {".safetensors", ".bin", ".gguf"})
+    return [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]

@@ -5,7 +5,7 @@ Policies predicted from constants went wrong on the GPU a user has (issue 30: an
 paid back twice). Every trial on a GPU therefore records what it saw here, in the node's cache dir,
 and the next trial's plan (trainables/run_plan.py) and `qlora-sweep plan` read it back: a shape's
 measured peak replaces its estimate, measured rates replace the built-in ones. One file per GPU model,
-small, written under a file lock (trials of one node share it).
+small, written under a file lock (trials of one node share it), one per GPU model and base model.
 """
 
 from __future__ import annotations
@@ -34,9 +34,14 @@ class NodeStats:
         return statistics.median(values) if values else None
 
 
-def stats_path(cache: Path, gpu_name: str) -> Path:
-    slug = "".join(c if c.isalnum() else "-" for c in gpu_name.lower()).strip("-") or "gpu"
-    return cache / "node_stats" / f"{slug}.json"
+def stats_path(cache: Path, gpu_name: str, model: str) -> Path:
+    """One file per GPU model and base model: rates and compile seconds of one model say little about
+    another's (a quickstart's SmolLM2 must not decide a 3B trial's compile)."""
+
+    def slug(text: str) -> str:
+        return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60] or "x"
+
+    return cache / "node_stats" / slug(gpu_name) / f"{slug(model)}.json"
 
 
 def load_stats(path: Path) -> NodeStats:

@@ -69,15 +69,21 @@ class RunPlan:
 
 def run_key(cfg: TrialConfig, compiled: bool, checkpointing: bool, batch_size: int) -> str:
     """What a measured peak belongs to: everything that changes a trial's memory."""
-    q, lora, t = cfg.quantization, cfg.lora, cfg.training
+    q, lora, t, m = cfg.quantization, cfg.lora, cfg.training, cfg.model
     targets = lora.target_modules if isinstance(lora.target_modules, str) else ",".join(lora.target_modules)
     return "|".join(
         map(
             str,
             (
-                cfg.model.path,
+                m.path,
+                m.revision,
+                m.dtype,
+                m.attn_implementation,
                 q.bits,
                 q.int8_matmul if q.bits == 8 else "",
+                q.quant_type if q.bits == 4 else "",
+                q.double_quant if q.bits == 4 else "",
+                q.compute_dtype,
                 lora.r,
                 targets,
                 lora.dropout,
@@ -91,16 +97,20 @@ def run_key(cfg: TrialConfig, compiled: bool, checkpointing: bool, batch_size: i
     )
 
 
-def _candidates(cfg: TrialConfig, on_gpu: bool) -> list[tuple[int, int, bool]]:
-    """(micro-batch, accumulation, checkpointing) in the order the plan tries them. The CPU keeps
-    its micro-batch (only checkpointing is chosen there, as before: the test path stays the same)."""
+def _candidates(cfg: TrialConfig, shrink: bool) -> list[tuple[int, int, bool]]:
+    """(micro-batch, accumulation, checkpointing) in the order the plan tries them. Without `shrink`
+    (the CPU, whose test path stays as it was; a multi-worker trial, whose workers must agree) the
+    micro-batch stays as configured and only checkpointing is chosen."""
     t = cfg.training
     halvings = [t.batch_size >> i for i in range(t.batch_size.bit_length())]
-    sizes = [b for b in halvings if t.batch_size % b == 0] if on_gpu else [t.batch_size]
+    sizes = [b for b in halvings if t.batch_size % b == 0] if shrink else [t.batch_size]
     full = [b for b in sizes if b == t.batch_size or b * t.max_seq_len >= MIN_FULL_TOKENS]
-    allowed = {"auto": (False, True), "on": (True,), "off": (False,)}[t.gradient_checkpointing]
-    order = [(b, False) for b in full] + [(b, True) for b in sizes]
-    return [(b, t.grad_accum * t.batch_size // b, ck) for b, ck in order if ck in allowed]
+    order = {
+        "auto": [(b, False) for b in full] + [(b, True) for b in sizes],
+        "off": [(b, False) for b in sizes],
+        "on": [(b, True) for b in sizes],
+    }[t.gradient_checkpointing]
+    return [(b, t.grad_accum * t.batch_size // b, ck) for b, ck in order]
 
 
 def plan_run(
@@ -113,6 +123,7 @@ def plan_run(
     on_gpu: bool,
     per_gpu: int = 1,
     stats: NodeStats | None = None,
+    shrink: bool = True,
 ) -> RunPlan:
     """The first run (see the module docstring) whose memory fits the budget; the leanest if none does."""
     decision = decide_compile(
@@ -120,7 +131,7 @@ def plan_run(
     )
     peaks = stats.peaks if stats else {}
     plan = None
-    for batch, accum, ckpt in _candidates(cfg, on_gpu):
+    for batch, accum, ckpt in _candidates(cfg, shrink and on_gpu):
         sized = cfg.model_copy(update={"training": cfg.training.model_copy(update={"batch_size": batch})})
         if on_gpu:
             key = run_key(cfg, decision.compile, ckpt, batch)
@@ -142,5 +153,5 @@ def plan_run(
 
 def training_seconds(plan: RunPlan) -> float:
     """Predicted training seconds of the plan (compile decision's rates, checkpointing's recompute)."""
-    rate = plan.compile.eager_train_s - (plan.compile.saved_s if plan.compile.compile else 0.0)
-    return rate * (CHECKPOINT_COST if plan.gradient_checkpointing else 1.0)
+    seconds = plan.compile.eager_train_s - (plan.compile.saved_s if plan.compile.compile else 0.0)
+    return seconds * (CHECKPOINT_COST if plan.gradient_checkpointing else 1.0)

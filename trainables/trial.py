@@ -11,8 +11,10 @@ forward a collective, so under FSDP all workers evaluate, generate and gather ch
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -39,7 +41,7 @@ from trainables.batching import (
     trial_eval_batches,
 )
 from trainables.builtin_models import cache_dir
-from trainables.checkpoint import STATE, full_state, load_checkpoint, save_checkpoint
+from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data import prepare_data, prompt_for
 from trainables.judging import judge_outputs
@@ -49,6 +51,7 @@ from trainables.memory import (
     GIB,
     cap_process_memory,
     count_params,
+    gpu_budget_gb,
     host_available_gb,
     use_expandable_segments,
 )
@@ -60,6 +63,7 @@ from trainables.model import (
     load_config,
     load_tokenizer,
     resolve_attn,
+    weights_identity,
 )
 from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
@@ -148,22 +152,26 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             if t_cfg.max_steps
             else t_cfg.epochs * len(train_rows)
         )
-        run = _plan(cfg, device, int(tokens * width), reporter.restore_dir())
+        run = _plan(cfg, device, int(tokens * width), world)
         planned, cfg = cfg, run.applied(cfg)  # checkpoints record `planned`: the config as the user wrote it
         t_cfg = cfg.training
-        per_step = t_cfg.grad_accum
+        # A step's rows come from the configured batch_size x grad_accum, split into the planned
+        # micro-batches: the data, the step count and the schedule never depend on the plan (nor on the
+        # GPU a resumed or retried trial gets), only how a step's rows are grouped for the GPU.
+        step_size = t_cfg.batch_size * t_cfg.grad_accum
         epochs = max(1, math.ceil(t_cfg.epochs))
-        plan = micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed, epochs)
-        total_steps = t_cfg.max_steps or max(1, int(len(plan) * t_cfg.epochs / epochs) // per_step)
-        while len(plan) < total_steps * per_step:  # max_steps past the data: keep cycling epochs
-            plan += micro_batch_plan(len(train_rows), t_cfg.batch_size, t_cfg.seed + len(plan), 1)
+        plan = micro_batch_plan(len(train_rows), step_size, t_cfg.seed, epochs)
+        total_steps = t_cfg.max_steps or max(1, int(len(plan) * t_cfg.epochs / epochs))
+        while len(plan) < total_steps:  # max_steps past the data: keep cycling epochs
+            plan += micro_batch_plan(len(train_rows), step_size, t_cfg.seed + len(plan), 1)
         decision = run.compile
         # Packed micro-batches all have one shape (this worker's rows x max_seq_len): see collate.
         # Compiled unpacked ones are padded to a few length buckets.
         rows_per_worker = -(-t_cfg.batch_size // world)
         shape = (rows_per_worker, t_cfg.max_seq_len) if t_cfg.packing else None
         bucketed = decision.compile and not t_cfg.packing
-        evals = trial_eval_batches(t_cfg, data.eval, tokenizer.pad_token_id, bucketed=bucketed)
+        # Evals run eager (no buckets needed) on the configured batch: the same batches whatever the plan.
+        evals = trial_eval_batches(planned.training, data.eval, tokenizer.pad_token_id)
 
     # 2. Model: quantized frozen base (held from this process's last trial when it matches: the sweep
     # reuses workers) + fresh LoRA adapters (sharded across the workers with FSDP).
@@ -185,7 +193,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t_cfg, total_steps))
 
     # 3. Resume, or measure the base model (LoRA starts at zero, so this *is* the base model).
-    restore = reporter.restore_dir()
+    restore = reporter.restore_dir()  # once: Tune copies the checkpoint on every call
     if restore is not None:
         state = load_checkpoint(restore, model, optimizer, scheduler)
         for name, seconds in state.get("phases", {}).items():  # the phases before the interruption count too
@@ -228,99 +236,111 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     started = time.perf_counter() - state["elapsed_s"]
     window_loss = torch.zeros((), device=device)
     window_tokens = 0
-    while state["step"] < total_steps:
-        step = state["step"]
-        rows = [[train_rows[i] for i in plan[step * per_step + k]][rank::world] for k in range(per_step)]
-        batches = [
-            collate(
-                r,
-                tokenizer.pad_token_id,
-                bucket_shape(r, rows_per_worker, t_cfg.max_seq_len) if bucketed else shape,
-            )
-            for r in rows
-        ]
-        # The first step holds the compilation (lazy) and the allocator's warm-up: timed on its own.
-        with timer("first_step" if step + 1 == first_step else "train"):
-            n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
-            for batch in batches:
-                loss_sum, _ = response_loss_sum(model, batch)
-                (loss_sum / n_step).backward()
-                window_loss += loss_sum.detach()
-            if world > 1 and not sharded:  # FSDP reduce-scatters (sums) the gradients itself
-                for p in params:
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-            torch.nn.utils.clip_grad_norm_(params, t_cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        window_tokens += int(n_step)
-        state["step"] = step = step + 1
-        step_tokens = sum(len(r["input_ids"]) for rs in rows for r in rs)
-        state["tokens"] += step_tokens
-        first_tokens += step_tokens if step == first_step else 0
-
-        if step % t_cfg.eval_interval == 0 or step == total_steps:
-            # window_tokens already counts every worker's tokens (n_step is global); losses are summed here.
-            loss_sum_all = _all_sum([float(window_loss)], device)[0]  # a sync: the window's steps are done
-            t_eval = time.perf_counter()
-            with timer("eval"):
-                ev = loss_metrics(*_eval_sums(model, evals, sharded, device))
-            state["eval_s"] = state.get("eval_s", 0.0) + time.perf_counter() - t_eval
-            state["elapsed_s"] = time.perf_counter() - started
-            tokens_all = _all_sum([state["tokens"], first_tokens], device)
-            metrics = {
-                **fixed,
-                "step": step,
-                "epoch": step * per_step / max(1, len(plan) / epochs),
-                "train_loss": loss_sum_all / max(window_tokens, 1),
-                **ev,
-                "base_eval_loss": state["base_eval_loss"],
-                "base_perplexity": state["base_perplexity"],
-                "tokens": int(tokens_all[0]),
-                "tokens_per_s": tokens_all[0] / max(state["elapsed_s"], 1e-9),
-                # steady state: the steps after the first, without evals (the sweep compares to this)
-                "train_tokens_per_s": (tokens_all[0] - tokens_all[1])
-                / max(timer.seconds.get("train", 0.0), 1e-9),
-                "peak_mem_gb": _peak_mem_gb(device),
-                "elapsed_s": state["elapsed_s"],
-                "eval_s": state["eval_s"],
-                "done": step == total_steps,
-                "data_stats": data.stats,  # rows used and left out: train's summary, MLflow params, the report
-            }
-            state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
-            window_loss.zero_()
-            window_tokens = 0
-            ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
-            # Under FSDP the adapter and the final generations need every worker (collectives).
-            gathered = full_state(model, optimizer) if sharded else None
-            # Generations only where they are read: by the judge, or by `train`'s user; a sweep without a
-            # judge generates once after it ends, for the best trial (sweep/samples.py).
-            generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
-            with timer("generation"):
-                outputs = (
-                    _generations(cfg, model, tokenizer, data, sharded)
-                    if step == total_steps and generates and (ckpt is not None or sharded)
-                    else None
+    measured = False  # the node is told this trial's figures at its first report (ASHA may stop it next)
+    with _oom_recorded(planned, run, device):  # a retry then plans a smaller run
+        while state["step"] < total_steps:
+            step = state["step"]
+            step_rows = plan[step]
+            micro = t_cfg.batch_size
+            rows = [
+                [train_rows[i] for i in step_rows[j : j + micro]][rank::world]
+                for j in range(0, len(step_rows), micro)
+            ]
+            batches = [
+                collate(
+                    r,
+                    tokenizer.pad_token_id,
+                    bucket_shape(r, rows_per_worker, t_cfg.max_seq_len) if bucketed else shape,
                 )
-            if ckpt is not None:
-                if step == total_steps:
-                    with timer("judge"):
-                        metrics.update(_final_evaluation(cfg, data, outputs, ckpt))
-                state["last_metrics"] = metrics
-                state["run"] = _run_settings(t_cfg)
-                state["phases"] = timer.seconds
-                with timer("checkpoint"):
-                    save_checkpoint(ckpt, model, tokenizer, optimizer, scheduler, state, gathered, planned)
-            metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
-            _record_measurements(planned, run, metrics, device, step - first_step)
-            with timer("report"):
-                try:
-                    reporter.report(metrics, ckpt)
-                except BaseException:  # Ray Tune ends a finished or stopped trial here (SystemExit)
-                    if reuse:
-                        release_base(model, cfg.model, cfg.quantization, device, attn)
-                    raise
+                for r in rows
+            ]
+            # The first step holds the compilation (lazy) and the allocator's warm-up: timed on its own.
+            with timer("first_step" if step + 1 == first_step else "train"):
+                n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
+                for batch in batches:
+                    loss_sum, _ = response_loss_sum(model, batch)
+                    (loss_sum / n_step).backward()
+                    window_loss += loss_sum.detach()
+                if world > 1 and not sharded:  # FSDP reduce-scatters (sums) the gradients itself
+                    for p in params:
+                        if p.grad is not None:
+                            dist.all_reduce(p.grad)
+                torch.nn.utils.clip_grad_norm_(params, t_cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            window_tokens += int(n_step)
+            state["step"] = step = step + 1
+            step_tokens = sum(len(r["input_ids"]) for rs in rows for r in rs)
+            state["tokens"] += step_tokens
+            first_tokens += step_tokens if step == first_step else 0
+
+            if step % t_cfg.eval_interval == 0 or step == total_steps:
+                # window_tokens already counts every worker's tokens (n_step is global); losses are summed here.
+                loss_sum_all = _all_sum([float(window_loss)], device)[
+                    0
+                ]  # a sync: the window's steps are done
+                t_eval = time.perf_counter()
+                with timer("eval"):
+                    ev = loss_metrics(*_eval_sums(model, evals, sharded, device))
+                state["eval_s"] = state.get("eval_s", 0.0) + time.perf_counter() - t_eval
+                state["elapsed_s"] = time.perf_counter() - started
+                tokens_all = _all_sum([state["tokens"], first_tokens], device)
+                metrics = {
+                    **fixed,
+                    "step": step,
+                    "epoch": step / max(1, len(plan) / epochs),
+                    "train_loss": loss_sum_all / max(window_tokens, 1),
+                    **ev,
+                    "base_eval_loss": state["base_eval_loss"],
+                    "base_perplexity": state["base_perplexity"],
+                    "tokens": int(tokens_all[0]),
+                    "tokens_per_s": tokens_all[0] / max(state["elapsed_s"], 1e-9),
+                    # steady state: the steps after the first, without evals (the sweep compares to this)
+                    "train_tokens_per_s": (tokens_all[0] - tokens_all[1])
+                    / max(timer.seconds.get("train", 0.0), 1e-9),
+                    "peak_mem_gb": _peak_mem_gb(device),
+                    "elapsed_s": state["elapsed_s"],
+                    "eval_s": state["eval_s"],
+                    "done": step == total_steps,
+                    "data_stats": data.stats,  # rows used and left out: train's summary, MLflow params, the report
+                }
+                state["history"].append({k: metrics[k] for k in ("step", "train_loss", "eval_loss")})
+                window_loss.zero_()
+                window_tokens = 0
+                ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
+                # Under FSDP the adapter and the final generations need every worker (collectives).
+                gathered = full_state(model, optimizer) if sharded else None
+                # Generations only where they are read: by the judge, or by `train`'s user; a sweep without a
+                # judge generates once after it ends, for the best trial (sweep/samples.py).
+                generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
+                with timer("generation"):
+                    outputs = (
+                        _generations(cfg, model, tokenizer, data, sharded)
+                        if step == total_steps and generates and (ckpt is not None or sharded)
+                        else None
+                    )
+                if ckpt is not None:
+                    if step == total_steps:
+                        with timer("judge"):
+                            metrics.update(_final_evaluation(planned, data, outputs, ckpt))
+                    state["last_metrics"] = metrics
+                    state["phases"] = timer.seconds
+                    with timer("checkpoint"):
+                        save_checkpoint(
+                            ckpt, model, tokenizer, optimizer, scheduler, state, gathered, planned
+                        )
+                metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
+                if not measured and restore is None and world == 1:  # once; this attempt's phases only
+                    measured = _record_measurements(planned, run, metrics, device, step - first_step)
+                with timer("report"):
+                    try:
+                        reporter.report(metrics, ckpt)
+                    except BaseException:  # Ray Tune ends a finished or stopped trial here (SystemExit)
+                        if reuse:
+                            release_base(model, cfg.model, cfg.quantization, device, attn)
+                        raise
+
     if reuse:
         release_base(model, cfg.model, cfg.quantization, device, attn)
     return metrics
@@ -399,53 +419,56 @@ def _per_gpu() -> int:
     return max(1, round(1 / float(os.environ.get(FRACTION_ENV, "1") or 1)))
 
 
-def _node_stats_file(device: torch.device) -> Path:
-    return stats_path(cache_dir(), torch.cuda.get_device_name(device))
+def _node_stats_file(cfg: TrialConfig, device: torch.device) -> Path:
+    return stats_path(cache_dir(), torch.cuda.get_device_name(device), cfg.model.path)
 
 
-def _plan(cfg: TrialConfig, device: torch.device, train_tokens: int, restore: Path | None) -> RunPlan:
+def _plan(cfg: TrialConfig, device: torch.device, train_tokens: int, world: int) -> RunPlan:
     """This trial's run plan, for the memory it may use (capped here on a GPU) and what this node
-    measured. A resumed trial keeps the settings it started with (its batches must not change)."""
+    measured. Workers of one multi-worker trial must agree without talking: they plan from the same
+    inputs only (no node measurements, no smaller micro-batch, whole GPUs)."""
     on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak, not the last one's
     model_config = load_config(cfg.model)
-    saved = (
-        json.loads((restore / STATE).read_text()).get("run")
-        if restore and (restore / STATE).is_file()
-        else None
-    )
-    if saved:
-        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=saved)})
+    alone = world == 1
     return plan_run(
         cfg,
         model_config,
         _n_params(cfg.model.path, cfg.model.revision) if on_gpu else 0,  # FLOPs: the compile decision
         count_trainable_params_for(model_config, cfg.lora),
         train_tokens,
-        cap_process_memory(device) if on_gpu else host_available_gb(),
+        cap_process_memory(device)
+        if on_gpu and alone
+        else (gpu_budget_gb(device) if on_gpu else host_available_gb()),
         on_gpu,
         _per_gpu(),
-        load_stats(_node_stats_file(device)) if on_gpu else None,
+        load_stats(_node_stats_file(cfg, device)) if on_gpu and alone else None,
+        shrink=alone,
     )
 
 
-def _run_settings(t_cfg) -> dict:
-    """What a resumed trial must run with again (see `_plan`)."""
-    return {
-        "batch_size": t_cfg.batch_size,
-        "grad_accum": t_cfg.grad_accum,
-        "gradient_checkpointing": t_cfg.gradient_checkpointing,
-        "compile": t_cfg.compile,
-    }
+@contextlib.contextmanager
+def _oom_recorded(cfg: TrialConfig, run: RunPlan, device: torch.device):
+    """Out of memory in this run: note it as not fitting its budget (the node's record of its peak),
+    so that the retry (sweep/tune_reporter.py) plans a smaller one instead of the same again."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            key = run_key(cfg, run.compile.compile, run.gradient_checkpointing, run.batch_size)
+            record(_node_stats_file(cfg, device), peaks={key: round(run.budget_gb + CUDA_CONTEXT_GB, 2)})
+        raise
 
 
 def _record_measurements(
     cfg: TrialConfig, run: RunPlan, metrics: dict, device: torch.device, steps: int
 ) -> None:
-    """Tell the node what this trial measured (trainables/node_stats.py): its memory peak for this
-    run, its steady rate (only when alone on its GPU: shared, a rate says more about the neighbours)
-    and the first step's extra seconds when compiled."""
+    """Tell the node what this trial measured (trainables/node_stats.py): its memory peak for this run,
+    its steady rate (only when alone on its GPU: shared, a rate says more about the neighbours) and the
+    first step's extra seconds when compiled. True once told (the CPU measures nothing)."""
     if device.type != "cuda":
-        return
+        return True
     peak = torch.cuda.max_memory_reserved(device) / GIB + CUDA_CONTEXT_GB
     key = run_key(cfg, run.compile.compile, run.gradient_checkpointing, run.batch_size)
     rate = (
@@ -456,12 +479,16 @@ def _record_measurements(
     steady = metrics["phase_train_s"] / steps if steps > 0 else None
     alone = _per_gpu() == 1
     record(
-        _node_stats_file(device),
+        _node_stats_file(cfg, device),
         peaks={key: round(peak, 2)},
         compiled_flops=rate if alone and run.compile.compile else None,
         eager_flops=rate if alone and not run.compile.compile else None,
         compile_s=metrics["phase_first_step_s"] - steady if run.compile.compile and steady else None,
     )
+    return True
+
+
+BASE_EVAL_VERSION = 2  # bump when the eval computation changes (2: eager with sdpa, issue 30)
 
 
 def _base_eval(
@@ -475,12 +502,16 @@ def _base_eval(
     digest = hashlib.sha256()
     for batch in evals:
         for name in sorted(batch):
-            digest.update(name.encode() + batch[name].cpu().numpy().tobytes())
+            digest.update(f"{name}{tuple(batch[name].shape)}{batch[name].dtype}".encode())
+            digest.update(batch[name].cpu().numpy().tobytes())
     key = [
+        BASE_EVAL_VERSION,
         cfg.model.model_dump(),
+        weights_identity(cfg.model),
         cfg.quantization.model_dump(),
         str(model.dtype),
         device.type,
+        {m: importlib.metadata.version(m) for m in ("torch", "transformers", "bitsandbytes", "peft")},
         digest.hexdigest(),
     ]
     path = cache_dir() / "base_eval" / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"

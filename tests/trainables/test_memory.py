@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import OPEN_LLAMA
-from transformers import AutoConfig, LlamaConfig
+from transformers import AutoConfig
 
 from trainables.config import TrialConfig
 from trainables.memory import CUDA_CONTEXT_GB, estimate
@@ -63,14 +63,3 @@ def test_estimate_grows_with_what_it_should() -> None:
     assert _estimate(_cfg(dropout=0.0)) < base  # no dropped copies of the adapted inputs
     assert _estimate(_cfg(targets="attention")) < base  # fewer adapters, MLP inputs not kept
     assert _estimate(_cfg(), checkpointing=True) < base / 2  # one layer's activations live at a time
-
-
-SMOLLM2_SHAPE = LlamaConfig(
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    tie_word_embeddings=True,
-)

@@ -45,7 +45,7 @@ def test_a_sweep_hash_covers_the_search_not_the_tracking_or_placement():
     )
     assert pv.differences(base, other) == [
         "lora.alpha: 16.0 -> 64.0",
-        "search.num_samples: 8 -> 3",
+        "search.num_samples: null -> 3",
         "training.eval_interval: 50 -> 4",  # the validator fits eval_interval into max_steps
         "training.max_steps: null -> 4",
     ]

@@ -4,8 +4,7 @@ and `qlora-sweep plan` share; measured figures replace the built-in ones."""
 from __future__ import annotations
 
 import pytest
-from helpers import OPEN_LLAMA
-from test_memory import SMOLLM2_SHAPE
+from helpers import OPEN_LLAMA, SMOLLM2_SHAPE
 from transformers import AutoConfig
 
 from trainables.compile_policy import COMPILE_S, decide_compile
@@ -139,3 +138,18 @@ def test_the_plan_is_applied_to_the_trial_config():
     t = cfg.training
     assert (t.batch_size, t.grad_accum) == (run.batch_size, run.grad_accum)
     assert t.gradient_checkpointing == ("on" if run.gradient_checkpointing else "off") and t.compile is False
+
+
+@pytest.mark.parametrize("budget", [8.0, 12.0])
+def test_checkpointing_off_at_small_budgets_shrinks_the_micro_batch_to_fit(budget):
+    run = _plan(_trial(compile=False, gradient_checkpointing="off"), budget)
+    assert run.fits and not run.gradient_checkpointing and run.batch_size * run.grad_accum == 16
+
+
+def test_a_multi_worker_trial_keeps_its_micro_batch_and_ignores_node_measurements():
+    """Workers of one trial plan alone and must agree: no smaller micro-batch (the trial also passes
+    no node figures for several workers)."""
+    cfg = _trial()
+    trainable = count_trainable_params_for(OPEN_LLAMA_3B, cfg.lora)
+    run = plan_run(cfg, OPEN_LLAMA_3B, N_PARAMS, trainable, E2E_TOKENS, 24.0, True, 1, None, shrink=False)
+    assert run.batch_size == 16 and run.gradient_checkpointing and run.fits

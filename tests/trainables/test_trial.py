@@ -87,3 +87,34 @@ def test_lm_head_adapter_really_trains(tiny_model_dir, tmp_path):
     head_b = [v for k, v in weights.items() if "lm_head" in k and "lora_B" in k]
     assert head_b, f"no lm_head adapter saved: {sorted(weights)[:5]}"
     assert head_b[0].abs().sum() > 0  # LoRA B starts at zero: non-zero means the step updated it
+
+
+def test_how_a_step_is_split_into_micro_batches_does_not_change_training(tiny_model_dir, tmp_path):
+    """Issue 30: the run plan may train a step as smaller micro-batches (more accumulation) to fit the
+    memory it has; a step's rows come from batch_size x grad_accum, so 4 x 1 and 2 x 2 (and a retry
+    after out of memory, at half the micro-batch) train on the same rows and reach the same adapter;
+    the trial's written config is the one configured, not the plan's settings."""
+    import yaml
+
+    losses = []
+    for i, (rows, accum) in enumerate([(4, 1), (2, 2)]):
+        cfg = tiny_cfg(
+            tiny_model_dir,
+            "training.max_steps=3",
+            "training.eval_interval=3",
+            f"training.batch_size={rows}",
+            f"training.grad_accum={accum}",
+            "lora.dropout=0",
+            "generation.num_prompts=1",
+        )
+        reporter = PrintReporter(tmp_path / str(i), echo=lambda _: None)
+        final = run_trial(cfg, reporter)
+        losses.append(final["eval_loss"])
+        written = yaml.safe_load((reporter.checkpoint_dir(3) / "trial_config.yaml").read_text())
+        assert (
+            written["training"]["compile"] == "auto"
+            and written["training"]["gradient_checkpointing"] == "auto"
+        )
+        assert final["run_plan"].startswith("eager (cpu: never compiled)")
+    assert final["total_steps"] == 3
+    assert abs(losses[0] - losses[1]) < 1e-4, losses
