@@ -126,11 +126,18 @@ def run_sweep(
     """
     connect_ray(log_to_driver=verbose)
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
+    written = cfg.model_dump()  # what the experiment's record hashes (sweep/reuse.py)
     cfg = for_cluster(cfg)  # search settings left null: those of the width it runs at (sweep/width.py)
     write_state_often()
     uri = cfg.tracking_uri()
     parent = start_sweep_run(  # a new sweep gets a new parent run, even under a reused name (--overwrite)
-        uri, cfg.name, cfg.model_dump(), cfg.search.space, storage_path=cfg.storage(), new=not restore
+        uri,
+        cfg.name,
+        cfg.model_dump(),
+        cfg.search.space,
+        storage_path=cfg.storage(),
+        new=not restore,
+        written=written,
     )
     if calibration:
         log_calibration(uri, parent, calibration)

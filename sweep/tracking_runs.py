@@ -115,6 +115,7 @@ def start_sweep_run(
     sweep_name: str | None = None,
     storage_path: str | None = None,
     new: bool = False,
+    written: Mapping[str, Any] | None = None,
 ) -> str:
     """Open (or, on resume, reopen) the sweep's parent run and return its id.
 
@@ -123,7 +124,9 @@ def start_sweep_run(
     the config's `name`/`storage_path` (top level or under `run.`/`sweep.`), else the experiment name
     and "". `search_space_desc` (the swept dotted paths, a list or a path->spec mapping) is logged as
     param `search.space`. `new` starts another parent run even if one exists: a new sweep under a
-    reused name (`run --overwrite`) never joins the old one. The config hash is a tag.
+    reused name (`run --overwrite`) never joins the old one. The config hash is a tag: of `written`,
+    the config as the user wrote it (what the experiment's record hashes), when the params logged are
+    the resolved ones (search settings filled for the sweep's width).
     """
     client = client_for(tracking_uri)
     flat = flatten_dict(sweep_config)
@@ -152,7 +155,7 @@ def start_sweep_run(
             ROLE_TAG: "sweep",
             SWEEP_NAME_TAG: sweep_name,
             STORAGE_TAG: storage_path,
-            CONFIG_HASH_TAG: config_hash(dict(sweep_config)),
+            CONFIG_HASH_TAG: config_hash(dict(written or sweep_config)),
             "code_version": code_version(),
         }
         run_id = client.create_run(exp_id, run_name=sweep_name, tags=tags).info.run_id

@@ -308,3 +308,12 @@ def describe_stats(stats: Mapping) -> str:
 
 def _rows(n: int | str, what: str = "row") -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def sample_prompts(cfg, data) -> tuple[list[dict], list[str]]:
+    """The fixed, seeded held-out rows a trial's (and `eval`'s) samples are generated for, and their
+    prompts: the same ones for every trial of a sweep, so base and trials are compared on one set."""
+    from evaluation.generation import choose
+
+    rows = choose(data.eval_rows, cfg.generation)
+    return rows, [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.generation import choose, generate, with_outputs
+from evaluation.generation import generate, with_outputs
 from evaluation.generation import records as generation_records
 from evaluation.loss import evaluate_loss
 from trainables.batching import trial_eval_batches
 from trainables.checkpoint import adapter_base
 from trainables.config import TrialConfig
-from trainables.data import prepare_data, prompt_for
+from trainables.data import prepare_data, sample_prompts
 from trainables.judging import judge_outputs
 from trainables.model import load_adapter, load_base_model, load_tokenizer
 
@@ -29,8 +29,7 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     with model.disable_adapter():
         base = evaluate_loss(model, batches)
     tuned = evaluate_loss(model, batches)
-    rows = choose(data.eval_rows, cfg.generation)
-    prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
+    rows, prompts = sample_prompts(cfg, data)
     records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
     judged = judge_outputs(cfg, records)
     return {
@@ -56,8 +55,7 @@ def sample_generations(cfg: TrialConfig, adapter: str | Path) -> tuple[list[dict
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
     model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
-    rows = choose(data.eval_rows, cfg.generation)
-    prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
+    rows, prompts = sample_prompts(cfg, data)
     records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
     with model.disable_adapter():
         base = with_outputs(records, generate(model, tokenizer, prompts, cfg.generation))

@@ -28,7 +28,7 @@ import yaml
 from filelock import FileLock
 
 from evaluation.eager import eager_sdpa
-from evaluation.generation import choose, generate, with_outputs
+from evaluation.generation import generate, with_outputs
 from evaluation.generation import records as generation_records
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
 from trainables.base_cache import acquire_base, release_base
@@ -43,7 +43,7 @@ from trainables.batching import (
 from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import ModelConfig, TrialConfig
-from trainables.data import prepare_data, prompt_for
+from trainables.data import prepare_data, sample_prompts
 from trainables.judging import judge_outputs
 from trainables.memory import (
     CUDA_CONTEXT_GB,
@@ -384,8 +384,7 @@ def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lo
 
 def _generations(cfg: TrialConfig, model, tokenizer, data, lockstep: bool) -> tuple[list, list, list, list]:
     """The fixed held-out rows, their prompts, and the trained and the base model's outputs."""
-    rows = choose(data.eval_rows, cfg.generation)
-    prompts = [prompt_for(cfg.data.template, r["product"], r["category"]) for r in rows]
+    rows, prompts = sample_prompts(cfg, data)
     outputs = generate(model, tokenizer, prompts, cfg.generation)
     return rows, prompts, outputs, _base_generations(cfg, model, tokenizer, prompts, lockstep)
 
