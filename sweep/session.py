@@ -89,6 +89,11 @@ def summary(cfg: SweepConfig, outcome: SweepOutcome, seconds: float) -> str:
         f"\n=== sweep {cfg.name}: {outcome.finished} finished ({outcome.stopped_early} stopped early by ASHA), "
         f"{outcome.failed} failed, {human.duration(seconds)} ==="
     ]
+    if outcome.driver:  # where the wall time went outside the trials, too
+        lines.append(
+            "driver: "
+            + ", ".join(f"{k.replace('_', ' ')} {human.duration(v)}" for k, v in outcome.driver.items())
+        )
     logs = _trial_logs(outcome.experiment_path)
     for trial, reason in outcome.errors.items():
         lines.append(f"failed {trial}: {reason}")
