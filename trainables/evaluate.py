@@ -21,11 +21,8 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     The base is the one the adapter names (a hub id, or a built-in's portable name resolved through
     the local cache, offline) unless the config sets `model.path` itself.
     """
-    cfg = _named_base(cfg, adapter)
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
+    cfg, tokenizer, data, model = _loaded(cfg, adapter)
     batches = trial_eval_batches(cfg.training, data.eval, tokenizer.pad_token_id)
-    model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
     with model.disable_adapter():
         base = evaluate_loss(model, batches)
     tuned = evaluate_loss(model, batches)
@@ -41,20 +38,20 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     }
 
 
-def _named_base(cfg: TrialConfig, adapter: str | Path) -> TrialConfig:
+def _loaded(cfg: TrialConfig, adapter: str | Path):  # noqa: ANN202 - (cfg, tokenizer, data, model)
+    """The config with the base the adapter names, its tokenizer and data, and base + adapter loaded."""
     named = adapter_base(adapter)
     if named and "path" not in cfg.model.model_fields_set:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": named})})
-    return cfg
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
+    return cfg, tokenizer, data, load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
 
 
 def sample_generations(cfg: TrialConfig, adapter: str | Path) -> tuple[list[dict], list[dict]]:
     """A trial's generations for the fixed held-out prompts and the base model's for the same prompts,
     as a trial with a judge writes them (for a sweep without one: its best trial, once, after it ends)."""
-    cfg = _named_base(cfg, adapter)
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
-    model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
+    cfg, tokenizer, data, model = _loaded(cfg, adapter)
     rows, prompts = sample_prompts(cfg, data)
     records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
     with model.disable_adapter():

@@ -54,6 +54,10 @@ class RunPlan:
         kind = "compiled" if self.compile.compile else "eager"
         return f"{kind} ({self.compile.reason}); {self.memory_reason()}"
 
+    def key(self, cfg: TrialConfig) -> str:
+        """The node's record of this run's peak (trainables/node_stats.py) is kept under this."""
+        return run_key(cfg, self.compile.compile, self.gradient_checkpointing, self.batch_size)
+
     def applied(self, cfg: TrialConfig) -> TrialConfig:
         """`cfg` with this plan's settings: what the trial then runs."""
         t = cfg.training.model_copy(

@@ -68,7 +68,7 @@ from trainables.model import (
 from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
-from trainables.run_plan import RunPlan, plan_run, run_key
+from trainables.run_plan import RunPlan, plan_run
 from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
 
@@ -236,12 +236,15 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     started = time.perf_counter() - state["elapsed_s"]
     window_loss = torch.zeros((), device=device)
     window_tokens = 0
+    micro = t_cfg.batch_size  # the planned micro-batch: a step's rows are split into groups this large
+    # Generations only where they are read: by the judge, or by `train`'s user; a sweep without a judge
+    # generates once after it ends, for the best trial (sweep/samples.py).
+    generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
     measured = False  # the node is told this trial's figures at its first report (ASHA may stop it next)
     with _oom_recorded(planned, run, device):  # a retry then plans a smaller run
         while state["step"] < total_steps:
             step = state["step"]
             step_rows = plan[step]
-            micro = t_cfg.batch_size
             rows = [
                 [train_rows[i] for i in step_rows[j : j + micro]][rank::world]
                 for j in range(0, len(step_rows), micro)
@@ -276,10 +279,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             first_tokens += step_tokens if step == first_step else 0
 
             if step % t_cfg.eval_interval == 0 or step == total_steps:
-                # window_tokens already counts every worker's tokens (n_step is global); losses are summed here.
-                loss_sum_all = _all_sum([float(window_loss)], device)[
-                    0
-                ]  # a sync: the window's steps are done
+                # window_tokens already counts every worker's tokens (n_step is global); losses are summed
+                # here. A sync: the window's steps are done.
+                loss_sum_all = _all_sum([float(window_loss)], device)[0]
                 t_eval = time.perf_counter()
                 with timer("eval"):
                     ev = loss_metrics(*_eval_sums(model, evals, sharded, device))
@@ -311,9 +313,6 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                 ckpt = reporter.checkpoint_dir(step) if rank == 0 else None
                 # Under FSDP the adapter and the final generations need every worker (collectives).
                 gathered = full_state(model, optimizer) if sharded else None
-                # Generations only where they are read: by the judge, or by `train`'s user; a sweep without a
-                # judge generates once after it ends, for the best trial (sweep/samples.py).
-                generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
                 with timer("generation"):
                     outputs = (
                         _generations(cfg, model, tokenizer, data, sharded)
@@ -332,7 +331,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                         )
                 metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
                 if not measured and restore is None and world == 1:  # once; this attempt's phases only
-                    measured = _record_measurements(planned, run, metrics, device, step - first_step)
+                    _record_measurements(planned, run, metrics, device, step - first_step)
+                    measured = True
                 with timer("report"):
                     try:
                         reporter.report(metrics, ckpt)
@@ -350,19 +350,16 @@ def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lo
     """The base model's outputs for the same prompts (adapter disabled), computed once per node:
     every trial of a sweep shares its base model, so the first one to get here writes the cache.
     `lockstep` (FSDP): generating is collective, so rank 0's cache decides for every worker."""
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                cfg.model.path,
-                cfg.model.revision,
-                cfg.quantization.model_dump(),
-                cfg.generation.model_dump(),
-                prompts,
-            ]
-        ).encode()
-    ).hexdigest()[:20]
-    path = cache_dir() / "base_generations" / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _node_cache_path(
+        "base_generations",
+        [
+            cfg.model.path,
+            cfg.model.revision,
+            cfg.quantization.model_dump(),
+            cfg.generation.model_dump(),
+            prompts,
+        ],
+    )
     if lockstep:
         cached = [path.is_file()]
         dist.broadcast_object_list(cached, src=0)
@@ -375,11 +372,29 @@ def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lo
             return outputs
         if _world()[0] != 0:  # only rank 0 judges; the others' node may not have the cache
             return []
+
+    def base_outputs() -> list[str]:
+        with model.disable_adapter():
+            return generate(model, tokenizer, prompts, cfg.generation)
+
+    return _node_cached(path, base_outputs)[0]
+
+
+def _node_cache_path(kind: str, key: list) -> Path:
+    """Where a result that every trial of a node shares is kept: cache_dir()/kind/<hash of key>.json."""
+    path = cache_dir() / kind / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _node_cached(path: Path, compute):  # noqa: ANN202 - compute's JSON value
+    """The value at `path`, computed by the first trial to get here (under a file lock, so trials
+    started together compute it once); also whether it was there already."""
     with FileLock(str(path) + ".lock"):
-        if not path.is_file():
-            with model.disable_adapter():
-                path.write_text(json.dumps(generate(model, tokenizer, prompts, cfg.generation)))
-        return json.loads(path.read_text())
+        shared = path.is_file()
+        if not shared:
+            path.write_text(json.dumps(compute()))
+        return json.loads(path.read_text()), shared
 
 
 def _generations(cfg: TrialConfig, model, tokenizer, data, lockstep: bool) -> tuple[list, list, list, list]:
@@ -431,15 +446,17 @@ def _plan(cfg: TrialConfig, device: torch.device, train_tokens: int, world: int)
         torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak, not the last one's
     model_config = load_config(cfg.model)
     alone = world == 1
+    if not on_gpu:
+        budget = host_available_gb()
+    else:  # one worker is held to its share here; several use whole GPUs (sweep/train_workers.py)
+        budget = cap_process_memory(device) if alone else gpu_budget_gb(device)
     return plan_run(
         cfg,
         model_config,
         _n_params(cfg.model.path, cfg.model.revision) if on_gpu else 0,  # FLOPs: the compile decision
         count_trainable_params_for(model_config, cfg.lora),
         train_tokens,
-        cap_process_memory(device)
-        if on_gpu and alone
-        else (gpu_budget_gb(device) if on_gpu else host_available_gb()),
+        budget,
         on_gpu,
         _per_gpu(),
         load_stats(_node_stats_file(cfg, device)) if on_gpu and alone else None,
@@ -455,8 +472,9 @@ def _oom_recorded(cfg: TrialConfig, run: RunPlan, device: torch.device):
         yield
     except torch.OutOfMemoryError:
         if device.type == "cuda":
-            key = run_key(cfg, run.compile.compile, run.gradient_checkpointing, run.batch_size)
-            record(_node_stats_file(cfg, device), peaks={key: round(run.budget_gb + CUDA_CONTEXT_GB, 2)})
+            record(
+                _node_stats_file(cfg, device), peaks={run.key(cfg): round(run.budget_gb + CUDA_CONTEXT_GB, 2)}
+            )
         raise
 
 
@@ -465,11 +483,10 @@ def _record_measurements(
 ) -> None:
     """Tell the node what this trial measured (trainables/node_stats.py): its memory peak for this run,
     its steady rate (only when alone on its GPU: shared, a rate says more about the neighbours) and the
-    first step's extra seconds when compiled. True once told (the CPU measures nothing)."""
+    first step's extra seconds when compiled (the CPU measures nothing)."""
     if device.type != "cuda":
-        return True
+        return
     peak = torch.cuda.max_memory_reserved(device) / GIB + CUDA_CONTEXT_GB
-    key = run_key(cfg, run.compile.compile, run.gradient_checkpointing, run.batch_size)
     rate = (
         4.0 * _n_params(cfg.model.path, cfg.model.revision) * metrics["train_tokens_per_s"]
         if steps > 0
@@ -479,12 +496,11 @@ def _record_measurements(
     alone = _per_gpu() == 1
     record(
         _node_stats_file(cfg, device),
-        peaks={key: round(peak, 2)},
+        peaks={run.key(cfg): round(peak, 2)},
         compiled_flops=rate if alone and run.compile.compile else None,
         eager_flops=rate if alone and not run.compile.compile else None,
         compile_s=metrics["phase_first_step_s"] - steady if run.compile.compile and steady else None,
     )
-    return True
 
 
 BASE_EVAL_VERSION = 2  # bump when the eval computation changes (2: eager with sdpa, issue 30)
@@ -513,10 +529,6 @@ def _base_eval(
         {m: importlib.metadata.version(m) for m in ("torch", "transformers", "bitsandbytes", "peft")},
         digest.hexdigest(),
     ]
-    path = cache_dir() / "base_eval" / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        shared = path.is_file()
-        if not shared:
-            path.write_text(json.dumps(loss_metrics(*_eval_sums(model, evals, lockstep, device))))
-        return json.loads(path.read_text()), shared
+    return _node_cached(
+        _node_cache_path("base_eval", key), lambda: loss_metrics(*_eval_sums(model, evals, lockstep, device))
+    )
