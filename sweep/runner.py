@@ -70,11 +70,10 @@ def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None
         ray.init(num_cpus=num_cpus, log_to_driver=log_to_driver)
 
 
-def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, stop=None, verbose: bool = False):
+def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, resources, stop=None, verbose: bool = False):
     trainable = tune.with_parameters(
         run_tune_trial, base=cfg.trial_dict(), sweep=cfg.model_dump(), verbose=verbose
     )
-    resources = trial_resources(cfg)
     trainable = tune.with_resources(trainable, resources)
     path = (
         str(Path(cfg.storage()) / cfg.name) if "://" not in cfg.storage() else f"{cfg.storage()}/{cfg.name}"
@@ -139,7 +138,8 @@ def run_sweep(
     done("ray_start")
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
     written = cfg.model_dump()  # what the experiment's record hashes (sweep/reuse.py)
-    cfg = for_cluster(cfg)  # search settings left null: those of the width it runs at (sweep/width.py)
+    resources = trial_resources(cfg)  # once: it plans every combination (sweep/plan.py)
+    cfg = for_cluster(cfg, resources)  # search settings left null: those of its width (sweep/width.py)
     write_state_often()
     uri = cfg.tracking_uri()
     parent = start_sweep_run(  # a new sweep gets a new parent run, even under a reused name (--overwrite)
@@ -153,7 +153,7 @@ def run_sweep(
     )
     if calibration:
         log_calibration(uri, parent, calibration)
-    tuner = _tuner(cfg, parent, restore, stop, verbose)
+    tuner = _tuner(cfg, parent, restore, resources, stop, verbose)
     done("setup")
     with use_console(verbose):
         results = tuner.fit()

@@ -46,13 +46,13 @@ def at_width(cfg: SweepConfig, width: int) -> SweepConfig:
     return cfg.model_copy(update={"search": s.model_copy(update=fill)}) if fill else cfg
 
 
-def for_cluster(cfg: SweepConfig) -> SweepConfig:
+def for_cluster(cfg: SweepConfig, resources: dict | None = None) -> SweepConfig:
     """What `run` / `submit` run: the null settings filled at the concurrency the runner will use
-    (search.max_concurrent_trials, capped at what a local Ray instance fits; under `submit` the
-    cluster may autoscale, so the YAML's)."""
+    (search.max_concurrent_trials, capped at what a local Ray instance fits for a trial's `resources`;
+    under `submit` the cluster may autoscale, so the YAML's)."""
     from sweep.placement import concurrent_trials  # placement imports plan, which imports this module
 
-    return at_width(cfg, concurrent_trials(cfg))
+    return at_width(cfg, concurrent_trials(cfg, resources))
 
 
 def explain(cfg: SweepConfig, width: int) -> str:
