@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -71,7 +72,7 @@ def trial_rows(experiment: Path) -> list[dict]:
 def sweep(sets: list[str], storage: Path) -> dict:
     poller = UtilPoller().start()
     t0 = time.time()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -82,10 +83,17 @@ def sweep(sets: list[str], storage: Path) -> dict:
             f"storage_path={storage}",
             *[a for s in sets for a in ("--set", s)],
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    lines = []  # (seconds since start, line): when the summary came, so the process's exit shows apart
+    for line in proc.stdout:
+        lines.append((time.time() - t0, line))
+    proc.wait()
     t1 = time.time()
+    summary_at = next((t for t, ln in lines if ln.startswith("=== sweep")), None)
     samples = poller.stop()
     rows = trial_rows(storage / "e2e")
     tokens = sum(r.get("tokens", 0) for r in rows)
@@ -101,7 +109,11 @@ def sweep(sets: list[str], storage: Path) -> dict:
         "effective_tokens_per_s_process": tokens / (t1 - t0),
         "effective_tokens_per_s_span": tokens / span if span else None,
         "rows": rows,
-        "log_tail": (proc.stdout + proc.stderr)[-3000:],
+        "first_output_s": lines[0][0] if lines else None,
+        "summary_at_s": summary_at,
+        "exit_after_summary_s": (t1 - t0 - summary_at) if summary_at else None,
+        "log_tail": "".join(ln for _, ln in lines)[-3000:],
+        "console": "".join(ln for _, ln in lines),
     }
 
 
@@ -183,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{s['effective_tokens_per_s_span'] or 0:,.0f} (trials' span); one trial steady {steady:,.0f}: "
         f"{100 * s['effective_tokens_per_s_process'] / max(steady, 1):.0f}% / "
         f"{100 * (s['effective_tokens_per_s_span'] or 0) / max(steady, 1):.0f}%; mean GPU util {util}%"
+    )
+    print(
+        f"first output at {s['first_output_s'] or 0:.1f}s, summary at {s['summary_at_s'] or 0:.1f}s, "
+        f"exit {s['exit_after_summary_s'] or 0:.1f}s after it"
     )
     table = phase_table(s["rows"])
     (args.out / "phases.md").write_text(table + "\n")

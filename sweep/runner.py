@@ -167,9 +167,11 @@ def run_sweep(
     best = _best(cfg, complete or finished)  # a trial ASHA stopped early is best only if none completed
     if best:
         best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
-        if not sample_best(cfg, best, uri, parent):
+        took: dict = {}
+        if not sample_best(cfg, best, uri, parent, took):
             _log_base_generations(uri, parent, best["checkpoint"])
     done("samples")
+    driver.update({f"samples_{k}": v for k, v in took.items()} if best else {})
     log_metrics(client_for(uri), parent, {f"driver_{k}_s": v for k, v in driver.items()}, step=0)
     finish_sweep_run(uri, parent)
     return SweepOutcome(

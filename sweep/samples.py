@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import ray
@@ -22,20 +23,27 @@ log = logging.getLogger(__name__)
 SAMPLE_TIMEOUT_S = 900  # loading a base and generating 2 x num_prompts: minutes at most, even on a CPU
 
 
-def _generate(trial: dict, adapter: str) -> tuple[list[dict], list[dict]]:
-    """Runs in a Ray worker (a GPU's when the cluster has one)."""
+def _generate(trial: dict, adapter: str, submitted: float) -> tuple[list[dict], list[dict], dict]:
+    """Runs in a Ray worker (a GPU's when the cluster has one); also says where its seconds went:
+    waiting for a worker and its imports, loading the base and adapter, generating."""
+    seconds = {"start": time.time() - submitted}
+    started = time.perf_counter()
     from trainables.config import TrialConfig
     from trainables.evaluate import sample_generations
 
-    return sample_generations(TrialConfig.model_validate(trial), adapter)
+    seconds["import"] = time.perf_counter() - started
+    records, base = sample_generations(TrialConfig.model_validate(trial), adapter, seconds)
+    return records, base, seconds
 
 
-def sample_best(cfg: SweepConfig, best: dict, tracking_uri: str, parent_run_id: str) -> bool:
+def sample_best(
+    cfg: SweepConfig, best: dict, tracking_uri: str, parent_run_id: str, seconds: dict | None = None
+) -> bool:
     """Generate and log the best trial's and the base's samples (MLflow: the best run's and the sweep
     run's `eval/*generations.json`, beside its checkpoint's `eval/`). False when there is nothing to do:
     a judged sweep (its trials generated), no local checkpoint (s3:// / gs:// storage: not sampled yet,
     the report then says the best trial logged no generations), or the task failed or timed out
-    (logged, not fatal: the sweep's results stand without samples)."""
+    (logged, not fatal: the sweep's results stand without samples). `seconds` gets the task's phases."""
     ckpt = best.get("checkpoint")
     if cfg.judge.backend != "none" or not ckpt or "://" in ckpt or not (Path(ckpt) / "adapter").is_dir():
         return False
@@ -45,9 +53,9 @@ def sample_best(cfg: SweepConfig, best: dict, tracking_uri: str, parent_run_id: 
     # cluster whose GPUs are shared; the wait is bounded all the same.
     share = gpu_share(cfg) if cfg.resources.workers_per_trial == 1 else 1.0
     task = ray.remote(num_gpus=share, num_cpus=1, max_retries=0)(_generate)
-    ref = task.remote(best["config"], str(Path(ckpt) / "adapter"))
+    ref = task.remote(best["config"], str(Path(ckpt) / "adapter"), time.time())
     try:
-        records, base = ray.get(ref, timeout=SAMPLE_TIMEOUT_S)
+        records, base, took = ray.get(ref, timeout=SAMPLE_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - samples are for the report; the sweep's results stand
         ray.cancel(ref, force=True)
         log.warning(
@@ -55,6 +63,8 @@ def sample_best(cfg: SweepConfig, best: dict, tracking_uri: str, parent_run_id: 
             (str(err) or type(err).__name__).splitlines()[0],
         )
         return False
+    if seconds is not None:
+        seconds.update({k: round(v, 3) for k, v in took.items()})
     out = Path(ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "generations.json").write_text(json.dumps(records, indent=1))

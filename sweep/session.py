@@ -50,9 +50,12 @@ def run_and_summarize(cfg: SweepConfig, restore: bool = False, verbose: bool = F
     calibration = _check_judge(cfg) if not restore else {}
     outcome = run_sweep(cfg, restore=restore, calibration=calibration, verbose=verbose)
     record_experiment(cfg, outcome.parent_run_id)  # `report DIR` finds its own trials, also once moved aside
+    lap = time.perf_counter()
     if outcome.best and cfg.tracking.register_best:
         _register(cfg, outcome)
     _report(cfg, outcome)
+    if outcome.driver is not None:  # the summary's "driver:" line: every second outside the trials
+        outcome.driver["report"] = round(time.perf_counter() - lap, 3)
     print(summary(cfg, outcome, time.perf_counter() - started))
     return 0 if outcome.finished else 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from evaluation.generation import generate, with_outputs
@@ -48,12 +49,19 @@ def _loaded(cfg: TrialConfig, adapter: str | Path):  # noqa: ANN202 - (cfg, toke
     return cfg, tokenizer, data, load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
 
 
-def sample_generations(cfg: TrialConfig, adapter: str | Path) -> tuple[list[dict], list[dict]]:
+def sample_generations(
+    cfg: TrialConfig, adapter: str | Path, seconds: dict | None = None
+) -> tuple[list[dict], list[dict]]:
     """A trial's generations for the fixed held-out prompts and the base model's for the same prompts,
-    as a trial with a judge writes them (for a sweep without one: its best trial, once, after it ends)."""
+    as a trial with a judge writes them (for a sweep without one: its best trial, once, after it ends).
+    `seconds` gets the time spent loading and generating (the sweep's "driver:" line shows them)."""
+    seconds = {} if seconds is None else seconds
+    started = time.perf_counter()
     cfg, tokenizer, data, model = _loaded(cfg, adapter)
+    seconds["load"] = time.perf_counter() - started
     rows, prompts = sample_prompts(cfg, data)
     records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
     with model.disable_adapter():
         base = with_outputs(records, generate(model, tokenizer, prompts, cfg.generation))
+    seconds["generate"] = time.perf_counter() - started - seconds["load"]
     return records, base
