@@ -3,66 +3,179 @@
 Every trial used to generate its samples at its end (7-14 s each on an H100, eager; 37.5% of all trial
 seconds in the GPU main job, issue 30) for text no one read unless a judge scored it. A sweep without
 a judge now generates once, after it ends, for the trial the report shows: its adapter and the base
-model, the same fixed prompts, in one Ray task on whatever device the trials used.
+model, the same fixed prompts, in one Ray actor on whatever device the trials used.
+
+That actor is started early: once every trial of the sweep has started and one has ended, no trial
+waits for the GPU share it freed, and the sweep's last trials leave the GPU partly idle. The actor
+takes that share, imports, loads the base model and generates the base's samples meanwhile, so what
+is left after the sweep is the best adapter's own generation. Should a trial wait for a share again
+(a failed trial retried), the actor is stopped at once: it never holds a trial back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import ray
+from ray import tune
+from ray.tune.experiment import Trial
 
 from sweep.config import SweepConfig
 from sweep.placement import gpu_share
+from sweep.space import trial_config
 from sweep.tracking import client_for, log_base_generations, log_generations
 
 log = logging.getLogger(__name__)
 SAMPLE_TIMEOUT_S = 900  # loading a base and generating 2 x num_prompts: minutes at most, even on a CPU
 
 
-def _generate(trial: dict, adapter: str, submitted: float) -> tuple[list[dict], list[dict], dict]:
-    """Runs in a Ray worker (a GPU's when the cluster has one); also says where its seconds went:
-    waiting for a worker and its imports, loading the base and adapter, generating."""
-    seconds = {"start": time.time() - submitted}
-    started = time.perf_counter()
-    from trainables.config import TrialConfig
-    from trainables.evaluate import sample_generations
+class Sampler:
+    """A Ray actor holding one base model for sample generations (trainables.evaluate.Samples)."""
 
-    seconds["import"] = time.perf_counter() - started
-    records, base = sample_generations(TrialConfig.model_validate(trial), adapter, seconds)
-    return records, base, seconds
+    def __init__(self):
+        self.held = None
+        self.ready_at = None  # when the prepared base and its samples were ready
+
+    def prepare(self, trial: dict, called: float) -> dict:
+        """Load the base a trial names and generate its samples; the seconds spent, by phase."""
+        seconds = {"start": time.time() - called}  # waiting for the actor: its process and imports
+        self._hold(trial, seconds)
+        started = time.perf_counter()
+        self.held.base_outputs()
+        seconds["generate"] = time.perf_counter() - started
+        self.ready_at = time.time()
+        return seconds
+
+    def sample(self, trial: dict, adapter: str, called: float) -> tuple[list[dict], list[dict], dict]:
+        """The adapter's records and the base's, over the held base when it is the adapter's."""
+        from trainables.config import TrialConfig
+        from trainables.evaluate import resolved, samples_key
+
+        seconds = {"start": time.time() - called}
+        cfg = resolved(TrialConfig.model_validate(trial), adapter)
+        if self.held is None or self.held.key != samples_key(cfg) or self.held.adapted:
+            self._hold(cfg.model_dump(), seconds)
+        elif self.ready_at is not None:  # how long before this call the base's samples were ready
+            seconds["ready_before"] = max(0.0, called - self.ready_at)
+        started = time.perf_counter()
+        records, base = self.held.records(adapter)
+        seconds["generate"] = time.perf_counter() - started
+        return records, base, seconds
+
+    def _hold(self, trial: dict, seconds: dict) -> None:
+        started = time.perf_counter()
+        from trainables.config import TrialConfig
+        from trainables.evaluate import Samples
+
+        self.held = None  # the previous base's memory goes before the next one loads
+        self.held = Samples(TrialConfig.model_validate(trial))
+        seconds["load"] = time.perf_counter() - started
+
+
+def _sampler_name(cfg: SweepConfig) -> str:
+    """One per experiment, so that a resumed sweep (whose callbacks Tune restores) finds it."""
+    return f"qlora-sweep-samples:{Path(cfg.storage()) / cfg.name}"
+
+
+def samples_wanted(cfg: SweepConfig) -> bool:
+    """A judged sweep's trials generate their own; s3:// / gs:// storage: not sampled yet (the report
+    then says the best trial logged no generations)."""
+    return cfg.judge.backend == "none" and "://" not in cfg.storage()
+
+
+def _sampler(cfg: SweepConfig, name: str | None = None):
+    """A new sampler actor on the share of a GPU a trial had (one trial's memory): asking for a whole
+    GPU could wait forever on a cluster whose GPUs are shared."""
+    share = gpu_share(cfg) if cfg.resources.workers_per_trial == 1 else 1.0
+    actor = ray.remote(num_gpus=share, num_cpus=1, max_restarts=0)(Sampler)
+    return actor.options(name=name).remote() if name else actor.remote()
+
+
+class SamplePrewarm(tune.Callback):
+    """Starts the sampler on the first trial to end once every trial has started (see the module's
+    docstring), and stops it whenever a trial waits for resources."""
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+        self.total = _space_size(cfg)
+        self.actor = None
+        self.stopped = False  # once stopped for a waiting trial, not started again (its name may linger)
+
+    def setup(self, total_num_samples: int | None = None, **info):
+        self.total = min(total_num_samples or 0, self.total or total_num_samples or 0)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.actor is not None or self.stopped or not self.total or len(trials) < self.total:
+            return
+        if _waiting(trials):
+            return
+        try:
+            self.actor = _sampler(self.cfg, _sampler_name(self.cfg))
+            self.actor.prepare.remote(
+                trial_config(self.cfg.trial_dict(), trial.config).model_dump(), time.time()
+            )
+        except Exception as err:  # noqa: BLE001 - an optimisation: the samples are made after the sweep instead
+            log.warning("could not start the sampler early: %s", err)
+            self.actor, self.stopped = None, True
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.actor is not None and _waiting(trials):
+            log.info("a trial waits for resources: the early sampler stops and frees its share")
+            ray.kill(self.actor)
+            self.actor, self.stopped = None, True
+
+    def get_state(self):
+        return None  # an actor handle is not part of the experiment's state
+
+
+def _space_size(cfg: SweepConfig) -> int | None:
+    """How many configs a space of choices holds (the searcher stops there), else None."""
+    sizes = [
+        len(values) if kind == "choice" else 0
+        for d in cfg.search.space.values()
+        for kind, values in d.items()
+    ]
+    return math.prod(sizes) if sizes and all(sizes) else None
+
+
+def _waiting(trials) -> bool:
+    return any(t.status == Trial.PENDING for t in trials)
 
 
 def sample_best(
     cfg: SweepConfig, best: dict, tracking_uri: str, parent_run_id: str, seconds: dict | None = None
 ) -> bool:
     """Generate and log the best trial's and the base's samples (MLflow: the best run's and the sweep
-    run's `eval/*generations.json`, beside its checkpoint's `eval/`). False when there is nothing to do:
-    a judged sweep (its trials generated), no local checkpoint (s3:// / gs:// storage: not sampled yet,
-    the report then says the best trial logged no generations), or the task failed or timed out
-    (logged, not fatal: the sweep's results stand without samples). `seconds` gets the task's phases."""
+    run's `eval/*generations.json`, beside its checkpoint's `eval/`), on the sampler started during the
+    sweep when there is one. False when there is nothing to do (see `samples_wanted`; no local
+    checkpoint) or the actor failed or timed out (logged, not fatal: the sweep's results stand
+    without samples). `seconds` gets the actor's phases: waiting for it, loading, generating."""
     ckpt = best.get("checkpoint")
-    if cfg.judge.backend != "none" or not ckpt or "://" in ckpt or not (Path(ckpt) / "adapter").is_dir():
+    if not samples_wanted(cfg) or not ckpt or "://" in ckpt or not (Path(ckpt) / "adapter").is_dir():
+        stop_sampler(cfg)
         return False
     if (Path(ckpt) / "eval" / "generations.json").is_file():
+        stop_sampler(cfg)
         return False  # already sampled (a resumed sweep, or a `report` after the run)
-    # The share of a GPU a trial had (one trial's memory): asking for a whole GPU could wait forever on a
-    # cluster whose GPUs are shared; the wait is bounded all the same.
-    share = gpu_share(cfg) if cfg.resources.workers_per_trial == 1 else 1.0
-    task = ray.remote(num_gpus=share, num_cpus=1, max_retries=0)(_generate)
-    ref = task.remote(best["config"], str(Path(ckpt) / "adapter"), time.time())
+    try:
+        actor = ray.get_actor(_sampler_name(cfg))
+    except ValueError:
+        actor = _sampler(cfg)
+    ref = actor.sample.remote(best["config"], str(Path(ckpt) / "adapter"), time.time())
     try:
         records, base, took = ray.get(ref, timeout=SAMPLE_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - samples are for the report; the sweep's results stand
-        ray.cancel(ref, force=True)
         log.warning(
             "sample generations for the best trial failed: %s",
             (str(err) or type(err).__name__).splitlines()[0],
         )
         return False
+    finally:
+        ray.kill(actor)
     if seconds is not None:
         seconds.update({k: round(v, 3) for k, v in took.items()})
     out = Path(ckpt) / "eval"
@@ -73,3 +186,11 @@ def sample_best(
         log_generations(client_for(tracking_uri), best["run_id"], records)
     log_base_generations(tracking_uri, parent_run_id, base)
     return True
+
+
+def stop_sampler(cfg: SweepConfig) -> None:
+    """Stop the sampler started during the sweep, if any (no trial to sample)."""
+    try:
+        ray.kill(ray.get_actor(_sampler_name(cfg)))
+    except ValueError:
+        pass

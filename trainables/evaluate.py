@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from evaluation.generation import generate, with_outputs
@@ -41,27 +40,58 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
 
 def _loaded(cfg: TrialConfig, adapter: str | Path):  # noqa: ANN202 - (cfg, tokenizer, data, model)
     """The config with the base the adapter names, its tokenizer and data, and base + adapter loaded."""
-    named = adapter_base(adapter)
-    if named and "path" not in cfg.model.model_fields_set:
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": named})})
+    cfg = resolved(cfg, adapter)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
     return cfg, tokenizer, data, load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
 
 
-def sample_generations(
-    cfg: TrialConfig, adapter: str | Path, seconds: dict | None = None
-) -> tuple[list[dict], list[dict]]:
+class Samples:
+    """A base model held for sample generations: its own outputs for the fixed held-out prompts, once,
+    then any adapter's over it. A sweep loads it while its last trials still run (`sweep/samples.py`),
+    so what is left after the sweep is the best adapter's generation alone."""
+
+    def __init__(self, cfg: TrialConfig):
+        self.cfg, self.key = cfg, samples_key(cfg)
+        self.tokenizer = load_tokenizer(cfg.model)
+        data = prepare_data(cfg.data, self.tokenizer, cfg.training.max_seq_len)
+        self.rows, self.prompts = sample_prompts(cfg, data)
+        self.model = load_base_model(cfg.model, cfg.quantization)
+        self._base: list[str] | None = None
+        self.adapted = False
+
+    def base_outputs(self) -> list[str]:
+        """The bare base model's outputs (what `disable_adapter()` would give), generated once."""
+        if self._base is None:
+            self._base = generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
+        return self._base
+
+    def records(self, adapter: str | Path) -> tuple[list[dict], list[dict]]:
+        """The adapter's generation records and the base's for the same prompts. The adapter is
+        loaded onto the held base (which it then wraps): one adapter per `Samples`."""
+        base = self.base_outputs()
+        self.model, self.adapted = load_adapter(self.model, adapter), True
+        outputs = generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
+        records = generation_records(self.rows, self.prompts, outputs)
+        return records, with_outputs(records, base)
+
+
+def samples_key(cfg: TrialConfig) -> str:
+    """What the held base and its outputs depend on: a best trial with another base (say other bits)
+    needs its own."""
+    parts = (cfg.model, cfg.quantization, cfg.data, cfg.generation)
+    return "|".join(p.model_dump_json() for p in parts) + f"|{cfg.training.max_seq_len}"
+
+
+def resolved(cfg: TrialConfig, adapter: str | Path) -> TrialConfig:
+    """The config with the base the adapter names, unless the config sets `model.path` itself."""
+    named = adapter_base(adapter)
+    if named and "path" not in cfg.model.model_fields_set:
+        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": named})})
+    return cfg
+
+
+def sample_generations(cfg: TrialConfig, adapter: str | Path) -> tuple[list[dict], list[dict]]:
     """A trial's generations for the fixed held-out prompts and the base model's for the same prompts,
-    as a trial with a judge writes them (for a sweep without one: its best trial, once, after it ends).
-    `seconds` gets the time spent loading and generating (the sweep's "driver:" line shows them)."""
-    seconds = {} if seconds is None else seconds
-    started = time.perf_counter()
-    cfg, tokenizer, data, model = _loaded(cfg, adapter)
-    seconds["load"] = time.perf_counter() - started
-    rows, prompts = sample_prompts(cfg, data)
-    records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
-    with model.disable_adapter():
-        base = with_outputs(records, generate(model, tokenizer, prompts, cfg.generation))
-    seconds["generate"] = time.perf_counter() - started - seconds["load"]
-    return records, base
+    as a trial with a judge writes them (for a sweep without one: its best trial, once, after it ends)."""
+    return Samples(resolved(cfg, adapter)).records(adapter)

@@ -1,0 +1,38 @@
+"""Joining or starting Ray, kept light (no torch, no Tune) so that the CLI can start Ray while the
+sweep's heavy imports load beside it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+
+import ray
+
+seconds = 0.0  # how long the last start or join took (the sweep's driver_ray_start_s)
+
+
+def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Join the cluster named by RAY_ADDRESS (ray job submit sets it) or start a local instance.
+    Without `log_to_driver`, workers' output stays in Ray's logs and the trials' own logs."""
+    global seconds
+    if ray.is_initialized():
+        return
+    started = time.perf_counter()
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=log_to_driver)
+    else:
+        # The dashboard (on 127.0.0.1) stays on: Ray Train's placement-group cleanup needs its state API.
+        ray.init(num_cpus=num_cpus, log_to_driver=log_to_driver)
+    seconds = time.perf_counter() - started
+
+
+def connect_while_importing(module: str, log_to_driver: bool) -> None:
+    """Start Ray (~4-5 s, mostly waiting for its processes) while `module` and what it needs (torch,
+    transformers, peft, Ray Tune: ~5-9 s) import in another thread. Not the other way round: Ray's
+    processes die with the thread that started them, so ray.init stays on the main thread."""
+    importer = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
+    importer.start()
+    connect_ray(log_to_driver=log_to_driver)
+    importer.join()
