@@ -239,6 +239,37 @@ def attach_lora(model, lora: LoraConfig, seed: int = 0, gradient_checkpointing: 
     return get_peft_model(model, peft_cfg)
 
 
+def compile_seconds() -> dict[str, float]:
+    """Dynamo's own account of this process's compile seconds so far, by stage (tracing, AOT autograd,
+    Inductor, ...): a trial's compile is the difference across its first step (a reused worker has
+    compiled before). What the first step's seconds are made of, where compile cost is decided."""
+    from torch._dynamo.utils import compilation_time_metrics
+
+    return {k: sum(v) for k, v in compilation_time_metrics.items()}
+
+
+# Dynamo's timers worth reading (they nest: total holds tracing and AOT autograd, which holds Inductor,
+# which holds codegen, the kernels' builds and loads), under short names.
+COMPILE_STAGES = (
+    ("total", "_compile.compile_inner"),
+    ("trace", "bytecode_tracing"),
+    ("aot_autograd", "create_aot_dispatcher_function"),
+    ("inductor", "compile_fx_inner"),
+    ("codegen", "GraphLowering.codegen"),
+    ("kernel_build", "compile_file"),
+    ("kernel_load", "PyCodeCache.load_by_key_path"),
+    ("guards", "build_guards"),
+)
+
+
+def compile_stages(before: dict[str, float]) -> str:
+    """The compile's seconds since `before` (from `compile_seconds`) by stage, e.g. "total 9.1s, trace
+    2.0s, ..."; "none" when every graph was reused."""
+    now = compile_seconds()
+    spent = [(name, now.get(key, 0.0) - before.get(key, 0.0)) for name, key in COMPILE_STAGES]
+    return ", ".join(f"{name} {v:.1f}s" for name, v in spent if v >= 0.05) or "none"
+
+
 def compile_decoder_layers(model) -> int:
     """torch.compile each decoder layer (regional compilation); returns how many were compiled.
 

@@ -58,6 +58,8 @@ from trainables.memory import (
 from trainables.model import (
     attach_lora,
     compile_decoder_layers,
+    compile_seconds,
+    compile_stages,
     count_trainable_params_for,
     device_for_trial,
     load_config,
@@ -217,6 +219,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
         }
     model.train()
     first_step, first_tokens = state["step"] + 1, 0
+    compiled_before = compile_seconds() if decision.compile else None
     reuse = not sharded and world == 1  # the next trial of this process may take the base (base_cache.py)
     fixed = {
         "compiled": decision.compile,
@@ -277,6 +280,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             step_tokens = sum(len(r["input_ids"]) for rs in rows for r in rs)
             state["tokens"] += step_tokens
             first_tokens += step_tokens if step == first_step else 0
+            if step == first_step and compiled_before is not None:  # what the compile's seconds went to
+                fixed["compile_stages"] = compile_stages(compiled_before)
 
             if step % t_cfg.eval_interval == 0 or step == total_steps:
                 # window_tokens already counts every worker's tokens (n_step is global); losses are summed

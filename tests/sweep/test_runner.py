@@ -245,7 +245,9 @@ def test_samples_are_prepared_while_the_last_trial_runs(local_ray, tmp_path):
     ckpt = Path(out.best["checkpoint"])
     tuned = json.loads((ckpt / "eval" / "generations.json").read_text())
     base = json.loads((ckpt / "eval" / "base_generations.json").read_text())
-    cold_tuned, cold_base = sample_generations(TrialConfig.model_validate(out.best["config"]), ckpt / "adapter")
+    cold_tuned, cold_base = sample_generations(
+        TrialConfig.model_validate(out.best["config"]), ckpt / "adapter"
+    )
     assert [r["output"] for r in tuned] == [r["output"] for r in cold_tuned]
     assert [r["output"] for r in base] == [r["output"] for r in cold_base]
     assert tuned[0]["prompt"] == base[0]["prompt"]

@@ -45,3 +45,20 @@ def test_the_threshold_is_where_the_saving_equals_the_compile_time():
 )
 def test_unpacked_widths_fall_into_few_buckets(length, width):
     assert bucket_width(length, 384) == width
+
+
+def test_compile_stages_say_where_a_compile_went_and_when_graphs_are_reused():
+    """A trial's `compile_stages` metric: dynamo's own timers across its first step, by stage
+    (AOT autograd without Inductor here: the CPU box would spend ~18 s building C++ kernels)."""
+    import torch
+
+    from trainables.model import COMPILE_STAGES, compile_seconds, compile_stages
+
+    fn = torch.compile(lambda x: x.cos() * 3 + 1, backend="aot_eager")
+    before = compile_seconds()
+    fn(torch.randn(4))
+    first = dict(part.rsplit(" ", 1) for part in compile_stages(before).split(", "))
+    assert float(first["total"].rstrip("s")) > 0 and set(first) <= {name for name, _ in COMPILE_STAGES}
+    before = compile_seconds()
+    fn(torch.randn(4))  # same shape: the compiled graph runs, nothing is compiled
+    assert compile_stages(before) == "none"
