@@ -42,7 +42,7 @@ from trainables.batching import (
 )
 from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
-from trainables.config import ModelConfig, TrialConfig
+from trainables.config import DataConfig, ModelConfig, TrialConfig
 from trainables.data import prepare_data, sample_prompts
 from trainables.judging import judge_outputs
 from trainables.memory import (
@@ -144,9 +144,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     # 1. Data: tokenized once per node (cached), eval split held out by product. The step plan is a
     # pure function of the seed (resume sees the same batches).
     with timer("data"):
-        tokenizer = load_tokenizer(cfg.model)
-        data = prepare_data(cfg.data, tokenizer, t_cfg.max_seq_len)
-        train_rows = pack(data.train, t_cfg.max_seq_len) if t_cfg.packing else data.train
+        tokenizer, data, train_rows = _prepared(
+            cfg.model.model_dump_json(), cfg.data.model_dump_json(), t_cfg.max_seq_len, t_cfg.packing
+        )
         # How it runs (compile, checkpointing, micro-batch) for the memory it has: trainables/run_plan.py.
         width = t_cfg.max_seq_len if t_cfg.packing else data.stats["train_tokens"] / max(len(train_rows), 1)
         tokens = (
@@ -425,6 +425,15 @@ def _final_evaluation(cfg: TrialConfig, data, generations: tuple | None, ckpt: P
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (ckpt / "trial_config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     return {k: v for k, v in judged.items() if isinstance(v, (int, float))}
+
+
+@functools.lru_cache(maxsize=2)
+def _prepared(model: str, data_cfg: str, max_seq_len: int, packing: bool):  # noqa: ANN202 - (tok, data, rows)
+    """Tokenizer, tokenized data and training rows, once per process: the trials of a sweep that a
+    reused worker runs share them (0.5-1 s each from the node's datasets cache). Read-only after."""
+    tokenizer = load_tokenizer(ModelConfig.model_validate_json(model))
+    data = prepare_data(DataConfig.model_validate_json(data_cfg), tokenizer, max_seq_len)
+    return tokenizer, data, pack(data.train, max_seq_len) if packing else data.train
 
 
 @functools.lru_cache(maxsize=8)
