@@ -121,7 +121,7 @@ def phase_table(rows: list[dict]) -> str:
     cols = (
         ["trial", "r", "targets", "reused", "compiled"]
         + [p for p in PHASES]
-        + ["fixed", "total", "train tok/s"]
+        + ["fixed", "total", "train tok/s", "compile stages"]
     )
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     for r in rows:
@@ -139,6 +139,7 @@ def phase_table(rows: list[dict]) -> str:
                     f"{r.get('fixed_s', 0):.1f}",
                     f"{r.get('trial_wall_s', 0):.1f}",
                     f"{r.get('train_tokens_per_s', 0):,.0f}",
+                    r.get("compile_stages", ""),
                 ]
             )
         )
