@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         help="one alone per value: ';'-separated overrides, e.g. 'training.compile=true'",
     )
     ap.add_argument("--skip-single", action="store_true")
+    ap.add_argument("--skip-sweep", action="store_true", help="the single trial(s) alone")
     args = ap.parse_args(argv)
     if args.phases_only:
         print(phase_table(trial_rows(args.phases_only)))
@@ -182,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"fixed {r.get('fixed_s', 0):.1f}s, compiled {r.get('compiled')} ({r.get('compile_reason')})",
                 flush=True,
             )
+    if args.skip_sweep:
+        (args.out / "sweep_bench.json").write_text(json.dumps(result, indent=1, default=str))
+        return
     s = sweep(args.sweep_sets, Path("/tmp/e2e-" + str(int(time.time()))))
     result["sweep"] = s
     (args.out / "sweep_bench.json").write_text(json.dumps(result, indent=1, default=str))

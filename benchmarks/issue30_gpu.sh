@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
+#   STEPS="single defaults cap24 cap40 six seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+# single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
+# with no overrides, a 24 or 40 GB cap (its plan printed first), or 6 trials per GPU; seed: the seed
+# study with judge.backend=none. Everything is packed after each step, so a call cut short keeps the rest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source benchmarks/device_env.sh
+[ -d /tmp/gsite/ray ] || pipi /tmp/gsite .gpu-wheels/*.whl || exit 1
+export PYTHONPATH=$PWD:/tmp/gsite
+R=/tmp/issue30
+mkdir -p "$R"
+final=$OUT
+pack() { cp -r "$QLORA_SWEEP_CACHE/node_stats" "$R/" 2>/dev/null; tar czf "$final/issue30.tgz" -C "$R" .; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$R/machine.txt"
+git log -1 --format='commit %H %s' >> "$R/machine.txt" 2>/dev/null
+python3 -c "import json; from benchmarks.common import prepare; print(json.dumps(prepare()))" > "$R/prepare.txt" 2>&1
+bench() { timeout "$1" python3 -m benchmarks.sweep_bench --out "$R/$2" "${@:3}" > "$R/$2.log" 2>&1; }
+for step in ${STEPS:-single defaults}; do
+  start=$(date +%s)
+  case $step in
+    single) bench 240 single --skip-sweep ;;
+    defaults) bench 300 defaults --skip-single ;;
+    six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
+    cap24|cap40)
+      gb=${step#cap}
+      python3 -m sweep.cli plan benchmarks/sweep_e2e.yaml --set resources.gpu_memory_gb="$gb" > "$R/$step-plan.txt" 2>&1
+      bench 330 "$step" --skip-single --sweep-sets resources.gpu_memory_gb="$gb" ;;
+    seed) OUT=$R JUDGE=none LIMIT_S=${SEED_LIMIT_S:-660} bash benchmarks/seed_study_gpu.sh > "$R/seed.log" 2>&1 ;;
+  esac
+  echo "$step: exit $? in $(( $(date +%s) - start )) s" | tee -a "$R/steps.txt"
+  pack
+done
+grep -h "single \|sweep \[\|effective\|first output" "$R"/*.log
