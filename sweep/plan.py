@@ -106,7 +106,7 @@ def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0, measured: bool = Fa
             k: plan_run(trial, mc, n_params, params, tokens, gpu_memory_gb / k, True, k, stats)
             for k in range(1, MAX_PER_GPU + 1)
         }
-        conc = choose(runs, compile_s)
+        conc = choose(runs, compile_s, stats)
         run = conc.run if conc else runs[1]
         lean = estimate(trial, mc, params, gradient_checkpointing=True, compiled=run.compile.compile)
         rows.append(

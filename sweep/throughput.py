@@ -1,11 +1,13 @@
 """How many trials should share one GPU: the count that maximises the sweep's training throughput.
 
 Packing by memory alone put 5 trials on one H200 (issue 22), and those 5 summed 26k tokens/s where
-one trial alone trains at 31.9k: without MPS, processes time-slice the GPU, so concurrency adds no
-speed to the steps themselves. What it buys is overlap: while one trial loads, evaluates or
-compiles (its fixed cost F), another trains. With a trial's training time T, k trials at once keep
-the GPU training a fraction min(1, k T / (F + T)) of the time, and each extra trial costs the
-time-slicing loss measured above. How each k would run (compiled or not, checkpointing, micro-batch,
+one trial alone trains at 31.9k: without MPS, processes time-slice the GPU. Yet 3 compiled trials on
+one H100 summed 114% of one alone (issue 30: a lone trial leaves the GPU idle between its kernels).
+What sharing surely buys is overlap: while one trial loads, evaluates or compiles (its fixed cost
+F), another trains. With a trial's training time T, k trials at once keep the GPU training a fraction
+min(1, k T / (F + T)) of the time, times what k trials train together relative to one alone: this
+node's measurement for k where it has one (every shared compiled trial records its rate,
+trainables/node_stats.py), else a loss per extra trial from the H200 figure. How each k would run (compiled or not, checkpointing, micro-batch,
 for 1/k of the memory) comes from trainables/run_plan.py, so memory and speed are judged on the run
 that will happen. The model is coarse on purpose: `plan` prints its inputs.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sweep.human import duration, number
+from trainables.node_stats import NodeStats
 from trainables.run_plan import RunPlan, training_seconds
 
 SLICE_LOSS = (1 - 26.0 / 31.9) / 4  # per extra trial: 5 at once summed 26k vs 31.9k tokens/s alone
@@ -28,36 +31,49 @@ class Concurrency:
     run: RunPlan  # how each of them runs
     train_s: float  # predicted training seconds of one trial
     fixed_s: float  # predicted fixed seconds of one trial
-    busy: float  # predicted share of the GPU's time spent training at `per_gpu`
+    busy: float  # predicted training throughput of the GPU at `per_gpu`, relative to one trial alone
+    gain: float  # what `per_gpu` trials train together relative to one alone
+    gain_measured: bool  # `gain` measured on this node (else the built-in time-slicing loss)
 
     def why(self) -> str:
+        sharing = (
+            f"{self.per_gpu} at once measured here training at {number(100 * self.gain, 3)}% of one alone"
+            if self.gain_measured
+            else f"each extra trial costs ~{100 * SLICE_LOSS:.1f}% to time-slicing"
+        )
         return (
             f"{self.per_gpu} per GPU (memory fits {self.memory_fit}): each {self.run.describe()}; a trial trains "
             f"~{duration(self.train_s)} after ~{duration(self.fixed_s)} of fixed cost, so {self.per_gpu} at once "
-            f"keep the GPU training ~{number(100 * self.busy, 2)}% of the time (each extra trial costs "
-            f"~{100 * SLICE_LOSS:.1f}% to time-slicing)"
+            f"keep the GPU training at ~{number(100 * self.busy, 2)}% of one trial's rate ({sharing})"
         )
 
 
-def efficiency(k: int, train_s: float, fixed_s: float) -> float:
-    """Predicted training share of the GPU's time with k trials at once."""
+def efficiency(k: int, train_s: float, fixed_s: float, gain: float | None = None) -> float:
+    """Predicted training throughput of a GPU with k trials at once, relative to one trial alone: the
+    share of the time some trial trains, times what k trials train together (`gain`, measured, or
+    the built-in time-slicing loss)."""
     overlap = min(1.0, k * train_s / max(fixed_s + train_s, 1e-9))
-    return overlap * (1 - SLICE_LOSS * (k - 1))
+    return overlap * (gain if gain is not None else 1 - SLICE_LOSS * (k - 1))
 
 
-def choose(runs: dict[int, RunPlan], compile_s: float) -> Concurrency | None:
+def choose(runs: dict[int, RunPlan], compile_s: float, stats: NodeStats | None = None) -> Concurrency | None:
     """Among k -> the run k trials sharing a GPU would each make, the k whose runs fit with the highest
-    predicted efficiency (ties: fewer trials); None when not even one fits."""
+    predicted throughput (ties: fewer trials); None when not even one fits. What k compiled trials
+    train together comes from this node's measurements where it has them (`NodeStats.sharing_gain`)."""
     fitting = {k: run for k, run in runs.items() if run.fits}
     if not fitting:
         return None
 
-    def figures(k: int) -> tuple[float, float, float]:
+    def figures(k: int) -> tuple[float, float, float, float | None]:
         run = fitting[k]
         train_s = training_seconds(run)
         fixed_s = FIXED_S + (compile_s if run.compile.compile else 0.0)
-        return efficiency(k, train_s, fixed_s), train_s, fixed_s
+        gain = stats.sharing_gain(k) if stats and k > 1 and run.compile.compile else None
+        return efficiency(k, train_s, fixed_s, gain), train_s, fixed_s, gain
 
     best = max(fitting, key=lambda k: (figures(k)[0], -k))
-    busy, train_s, fixed_s = figures(best)
-    return Concurrency(best, max(fitting), fitting[best], train_s, fixed_s, busy)
+    busy, train_s, fixed_s, gain = figures(best)
+    default_gain = 1 - SLICE_LOSS * (best - 1)
+    return Concurrency(
+        best, max(fitting), fitting[best], train_s, fixed_s, busy, gain or default_gain, gain is not None
+    )

@@ -28,10 +28,19 @@ class NodeStats:
     compiled_flops: list[float] = field(default_factory=list)  # same, compiled
     compile_s: list[float] = field(default_factory=list)  # first step's extra seconds when compiled
     peaks: dict[str, float] = field(default_factory=dict)  # run key -> peak GiB (reserved + context)
+    # trials per GPU -> FLOP/s of one compiled trial's steady training while that many shared the GPU
+    shared_flops: dict[str, list[float]] = field(default_factory=dict)
 
     @staticmethod
     def median(values: list[float]) -> float | None:
         return statistics.median(values) if values else None
+
+    def sharing_gain(self, k: int) -> float | None:
+        """What k compiled trials sharing the GPU train together, relative to one alone (k x a shared
+        trial's rate / a lone trial's rate), where both were measured: above 1 when one trial alone
+        leaves the GPU idle between its kernels, below 1 when time-slicing costs."""
+        shared, alone = self.median(self.shared_flops.get(str(k), [])), self.median(self.compiled_flops)
+        return k * shared / alone if shared and alone else None
 
 
 def stats_path(cache: Path, gpu_name: str, model: str) -> Path:
@@ -54,8 +63,9 @@ def load_stats(path: Path) -> NodeStats:
 
 
 def record(path: Path, **samples) -> None:
-    """Append figures (`eager_flops=...`, `compiled_flops=...`, `compile_s=...`) and set peaks
-    (`peaks={key: gb}`; the larger of the old and the new, so a plan never shrinks below what ran)."""
+    """Append figures (`eager_flops=...`, `compiled_flops=...`, `compile_s=...`, `shared_flops={k: flops}`)
+    and set peaks (`peaks={key: gb}`; the larger of the old and the new, so a plan never shrinks below
+    what ran)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         stats = load_stats(path)
@@ -63,6 +73,11 @@ def record(path: Path, **samples) -> None:
             if name == "peaks":
                 for key, gb in value.items():
                     stats.peaks[key] = max(gb, stats.peaks.get(key, 0.0))
+            elif name == "shared_flops":
+                for k, flops in value.items():
+                    kept = stats.shared_flops.setdefault(str(k), [])
+                    kept.append(float(flops))
+                    del kept[:-KEEP]
             elif value is not None:
                 getattr(stats, name).append(float(value))
                 del getattr(stats, name)[:-KEEP]

@@ -496,8 +496,9 @@ def _record_measurements(
     cfg: TrialConfig, run: RunPlan, metrics: dict, device: torch.device, steps: int
 ) -> None:
     """Tell the node what this trial measured (trainables/node_stats.py): its memory peak for this run,
-    its steady rate (only when alone on its GPU: shared, a rate says more about the neighbours) and the
-    first step's extra seconds when compiled (the CPU measures nothing)."""
+    its steady rate (alone on its GPU: the rate the compile decision uses; shared by k, compiled: what
+    k at once train together, for how many should share a GPU) and the first step's extra seconds
+    when compiled (the CPU measures nothing)."""
     if device.type != "cuda":
         return
     peak = torch.cuda.max_memory_reserved(device) / GIB + CUDA_CONTEXT_GB
@@ -511,6 +512,7 @@ def _record_measurements(
     record(
         _node_stats_file(cfg, device),
         peaks={run.key(cfg): round(peak, 2)},
+        shared_flops={_per_gpu(): rate} if rate and not alone and run.compile.compile else {},
         compiled_flops=rate if alone and run.compile.compile else None,
         eager_flops=rate if alone and not run.compile.compile else None,
         compile_s=metrics["phase_first_step_s"] - steady if run.compile.compile and steady else None,

@@ -153,3 +153,31 @@ def test_a_multi_worker_trial_keeps_its_micro_batch_and_ignores_node_measurement
     trainable = count_trainable_params_for(OPEN_LLAMA_3B, cfg.lora)
     run = plan_run(cfg, OPEN_LLAMA_3B, N_PARAMS, trainable, E2E_TOKENS, 24.0, True, 1, None, shrink=False)
     assert run.batch_size == 16 and run.gradient_checkpointing and run.fits
+
+
+def test_trials_per_gpu_follow_what_this_node_measured_sharing_to_give(tmp_path):
+    """How many trials share a GPU: the built-in time-slicing loss until the node has measured what k
+    compiled trials train together (each shared trial records its rate); then the measured gain."""
+    from sweep.throughput import choose
+
+    path = tmp_path / "node_stats" / "h100" / "model.json"
+    record(path, compiled_flops=1.0e15)  # one trial alone
+    record(path, shared_flops={3: 0.38e15})  # one of 3 sharing: 3 x 0.38 = 114% of alone
+    record(path, shared_flops={3: 0.40e15}, compile_s=20.0)
+    stats = load_stats(path)
+    assert stats.sharing_gain(3) == pytest.approx(3 * 0.39) and stats.sharing_gain(6) is None
+
+    def runs(stats):
+        return {k: _plan(_trial(compile=True), 80.0 / k, k, stats) for k in range(1, 9)}
+
+    built_in = choose(runs(None), 20.0)
+    assert not built_in.gain_measured and built_in.gain < 1 and "time-slicing" in built_in.why()
+    # Measured: 6 at once train at 130% of one alone, 3 now at 72% (median): six share the GPU.
+    record(path, shared_flops={6: 1.3e15 / 6})
+    record(path, shared_flops={3: 0.1e15})
+    record(path, shared_flops={3: 0.1e15})
+    stats = load_stats(path)
+    measured = choose(runs(stats), 20.0, stats)
+    assert measured.per_gpu == 6 and measured.gain_measured and measured.gain == pytest.approx(1.3)
+    assert "measured here training at 130% of one alone" in measured.why()
+    assert measured.run.fits and measured.run.need_gb <= HEADROOM * 80.0 / 6
