@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
 #   STEPS="single defaults cap24 cap40 six seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+#   (seed-bg starts the seed study detached, on a warm machine: it outlives the call; seed-wait, in the next
+#   call, waits for it and packs what it wrote)
 # single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
 # with no overrides, a 24 or 40 GB cap (its plan printed first), or 6 trials per GPU; seed: the seed
 # study with judge.backend=none. Everything is packed after each step, so a call cut short keeps the rest.
@@ -28,6 +30,12 @@ for step in ${STEPS:-single defaults}; do
       python3 -m sweep.cli plan benchmarks/sweep_e2e.yaml --set resources.gpu_memory_gb="$gb" > "$R/$step-plan.txt" 2>&1
       bench 330 "$step" --skip-single --sweep-sets resources.gpu_memory_gb="$gb" ;;
     seed) OUT=$R JUDGE=none LIMIT_S=${SEED_LIMIT_S:-660} bash benchmarks/seed_study_gpu.sh > "$R/seed.log" 2>&1 ;;
+    seed-bg)  # the seed study outlives a 10-min call: started here, collected by seed-wait in the next call
+      OUT=$R JUDGE=none LIMIT_S=${SEED_LIMIT_S:-900} setsid nohup bash benchmarks/seed_study_gpu.sh \
+        > "$R/seed.log" 2>&1 < /dev/null & ;;
+    seed-wait)
+      for _ in $(seq "${WAIT_S:-540}"); do [ -s "$R/seed-study/wall.txt" ] && break; sleep 1; done
+      cat "$R/seed-study/wall.txt" 2>/dev/null ;;
   esac
   echo "$step: exit $? in $(( $(date +%s) - start )) s" | tee -a "$R/steps.txt"
   pack
