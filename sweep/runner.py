@@ -156,15 +156,15 @@ def run_sweep(
     finished = [r for r in results if not r.error and r.metrics]
     complete = [r for r in finished if r.metrics.get("step") == r.metrics.get("total_steps")]
     best = _best(cfg, complete or finished)  # a trial ASHA stopped early is best only if none completed
+    took: dict = {}  # the sampler's own phases
     if best:
         best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
-        took: dict = {}
         if not sample_best(cfg, best, uri, parent, took):
             _log_base_generations(uri, parent, best["checkpoint"])
     else:
         stop_sampler(cfg)
     done("samples")
-    driver.update({f"samples_{k}": v for k, v in took.items()} if best else {})
+    driver.update({f"samples_{k}": v for k, v in took.items()})
     log_metrics(client_for(uri), parent, {f"driver_{k}_s": v for k, v in driver.items()}, step=0)
     finish_sweep_run(uri, parent)
     return SweepOutcome(

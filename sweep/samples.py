@@ -101,12 +101,13 @@ class SamplePrewarm(tune.Callback):
 
     def __init__(self, cfg: SweepConfig):
         self.cfg = cfg
-        self.total = _space_size(cfg)
+        self.total = 0  # how many trials the sweep will make: the searcher stops at the space's size
         self.actor = None
         self.stopped = False  # once stopped for a waiting trial, not started again (its name may linger)
 
     def setup(self, total_num_samples: int | None = None, **info):
-        self.total = min(total_num_samples or 0, self.total or total_num_samples or 0)
+        space = _space_size(self.cfg)
+        self.total = min(total_num_samples, space or total_num_samples) if total_num_samples else 0
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if self.actor is not None or self.stopped or not self.total or len(trials) < self.total:
@@ -127,9 +128,6 @@ class SamplePrewarm(tune.Callback):
             log.info("a trial waits for resources: the early sampler stops and frees its share")
             ray.kill(self.actor)
             self.actor, self.stopped = None, True
-
-    def get_state(self):
-        return None  # an actor handle is not part of the experiment's state
 
 
 def _space_size(cfg: SweepConfig) -> int | None:

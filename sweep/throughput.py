@@ -7,9 +7,10 @@ What sharing surely buys is overlap: while one trial loads, evaluates or compile
 F), another trains. With a trial's training time T, k trials at once keep the GPU training a fraction
 min(1, k T / (F + T)) of the time, times what k trials train together relative to one alone: this
 node's measurement for k where it has one (every shared compiled trial records its rate,
-trainables/node_stats.py), else a loss per extra trial from the H200 figure. How each k would run (compiled or not, checkpointing, micro-batch,
-for 1/k of the memory) comes from trainables/run_plan.py, so memory and speed are judged on the run
-that will happen. The model is coarse on purpose: `plan` prints its inputs.
+trainables/node_stats.py), else a loss per extra trial from the H200 figure. How each k would run
+(compiled or not, checkpointing, micro-batch, for 1/k of the memory) comes from trainables/run_plan.py,
+so memory and speed are judged on the run that will happen. The model is coarse on purpose: `plan`
+prints its inputs.
 """
 
 from __future__ import annotations
@@ -48,12 +49,10 @@ class Concurrency:
         )
 
 
-def efficiency(k: int, train_s: float, fixed_s: float, gain: float | None = None) -> float:
+def efficiency(k: int, train_s: float, fixed_s: float, gain: float) -> float:
     """Predicted training throughput of a GPU with k trials at once, relative to one trial alone: the
-    share of the time some trial trains, times what k trials train together (`gain`, measured, or
-    the built-in time-slicing loss)."""
-    overlap = min(1.0, k * train_s / max(fixed_s + train_s, 1e-9))
-    return overlap * (gain if gain is not None else 1 - SLICE_LOSS * (k - 1))
+    share of the time some trial trains, times what k trials train together (`gain`)."""
+    return min(1.0, k * train_s / max(fixed_s + train_s, 1e-9)) * gain
 
 
 def choose(runs: dict[int, RunPlan], compile_s: float, stats: NodeStats | None = None) -> Concurrency | None:
@@ -64,16 +63,14 @@ def choose(runs: dict[int, RunPlan], compile_s: float, stats: NodeStats | None =
     if not fitting:
         return None
 
-    def figures(k: int) -> tuple[float, float, float, float | None]:
+    def figures(k: int) -> tuple[float, float, float, float, bool]:
         run = fitting[k]
         train_s = training_seconds(run)
         fixed_s = FIXED_S + (compile_s if run.compile.compile else 0.0)
-        gain = stats.sharing_gain(k) if stats and k > 1 and run.compile.compile else None
-        return efficiency(k, train_s, fixed_s, gain), train_s, fixed_s, gain
+        measured = stats.sharing_gain(k) if stats and k > 1 and run.compile.compile else None
+        gain = measured if measured is not None else 1 - SLICE_LOSS * (k - 1)
+        return efficiency(k, train_s, fixed_s, gain), train_s, fixed_s, gain, measured is not None
 
     best = max(fitting, key=lambda k: (figures(k)[0], -k))
-    busy, train_s, fixed_s, gain = figures(best)
-    default_gain = 1 - SLICE_LOSS * (best - 1)
-    return Concurrency(
-        best, max(fitting), fitting[best], train_s, fixed_s, busy, gain or default_gain, gain is not None
-    )
+    busy, train_s, fixed_s, gain, measured = figures(best)
+    return Concurrency(best, max(fitting), fitting[best], train_s, fixed_s, busy, gain, measured)

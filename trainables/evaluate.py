@@ -21,7 +21,10 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
     The base is the one the adapter names (a hub id, or a built-in's portable name resolved through
     the local cache, offline) unless the config sets `model.path` itself.
     """
-    cfg, tokenizer, data, model = _loaded(cfg, adapter)
+    cfg = resolved(cfg, adapter)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
+    model = load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
     batches = trial_eval_batches(cfg.training, data.eval, tokenizer.pad_token_id)
     with model.disable_adapter():
         base = evaluate_loss(model, batches)
@@ -36,14 +39,6 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
         **judged,
         "generations": records,
     }
-
-
-def _loaded(cfg: TrialConfig, adapter: str | Path):  # noqa: ANN202 - (cfg, tokenizer, data, model)
-    """The config with the base the adapter names, its tokenizer and data, and base + adapter loaded."""
-    cfg = resolved(cfg, adapter)
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, cfg.training.max_seq_len)
-    return cfg, tokenizer, data, load_adapter(load_base_model(cfg.model, cfg.quantization), adapter)
 
 
 class Samples:
