@@ -6,7 +6,6 @@ that a trial needs (the reporter) is in `sweep/tune_reporter.py`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 from ray import tune
 
 from evaluation.errors import ConfigError
-from sweep import ray_start
+from sweep import ray_start, stored
 from sweep.config import SweepConfig
 from sweep.console import failure_reason, use_console
 from sweep.placement import concurrent_trials, trial_resources
@@ -168,7 +167,7 @@ def run_sweep(
     log_metrics(client_for(uri), parent, {f"driver_{k}_s": v for k, v in driver.items()}, step=0)
     finish_sweep_run(uri, parent)
     return SweepOutcome(
-        results.experiment_path,
+        stored.uri_of(cfg.storage(), results.experiment_path),
         best,
         len(finished),
         len(errors),
@@ -192,15 +191,15 @@ def _best(cfg: SweepConfig, finished) -> dict | None:
         "params": params,
         "metrics": r.metrics,
         "config": trial_config(cfg.trial_dict(), params).model_dump(),
-        "checkpoint": r.checkpoint.path if r.checkpoint else None,
+        "checkpoint": stored.uri_of(cfg.storage(), r.checkpoint.path) if r.checkpoint else None,
     }
 
 
 def _log_base_generations(uri: str, parent: str, checkpoint: str | None) -> None:
     """The base model's outputs (written by every trial, identical) go to the parent run once."""
-    path = Path(checkpoint or "") / "eval" / "base_generations.json"
-    if checkpoint and "://" not in checkpoint and path.is_file():
-        log_base_generations(uri, parent, json.loads(path.read_text()))
+    base = stored.read_json(checkpoint, "eval/base_generations.json") if checkpoint else None
+    if base is not None:
+        log_base_generations(uri, parent, base)
 
 
 def experiment_config(path: str) -> SweepConfig:

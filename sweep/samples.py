@@ -14,7 +14,6 @@ is left after the sweep is the best adapter's own generation. Should a trial wai
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,6 +23,7 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
+from sweep import stored
 from sweep.config import SweepConfig
 from sweep.placement import gpu_share
 from sweep.space import trial_config
@@ -50,19 +50,25 @@ class Sampler:
         self.ready_at = time.time()
         return seconds
 
-    def sample(self, trial: dict, adapter: str, called: float) -> tuple[list[dict], list[dict], dict]:
-        """The adapter's records and the base's, over the held base when it is the adapter's."""
+    def sample(self, trial: dict, checkpoint: str, called: float) -> tuple[list[dict], list[dict], dict]:
+        """The records of the checkpoint's adapter and the base's, over the held base when it is the
+        adapter's. The checkpoint may be in cloud storage: Ray's Checkpoint fetches it (a local one is
+        read in place)."""
+        from ray.train import Checkpoint
+
         from trainables.config import TrialConfig
         from trainables.evaluate import resolved, samples_key
 
         seconds = {"start": time.time() - called}
-        cfg = resolved(TrialConfig.model_validate(trial), adapter)
-        if self.held is None or self.held.key != samples_key(cfg) or self.held.adapted:
-            self._hold(cfg.model_dump(), seconds)
-        elif self.ready_at is not None:  # how long before this call the base's samples were ready
-            seconds["ready_before"] = max(0.0, called - self.ready_at)
-        started = time.perf_counter()
-        records, base = self.held.records(adapter)
+        with Checkpoint(checkpoint).as_directory() as local:
+            adapter = str(Path(local) / "adapter")
+            cfg = resolved(TrialConfig.model_validate(trial), adapter)
+            if self.held is None or self.held.key != samples_key(cfg) or self.held.adapted:
+                self._hold(cfg.model_dump(), seconds)
+            elif self.ready_at is not None:  # how long before this call the base's samples were ready
+                seconds["ready_before"] = max(0.0, called - self.ready_at)
+            started = time.perf_counter()
+            records, base = self.held.records(adapter)
         seconds["generate"] = time.perf_counter() - started
         return records, base, seconds
 
@@ -82,9 +88,8 @@ def _sampler_name(cfg: SweepConfig) -> str:
 
 
 def samples_wanted(cfg: SweepConfig) -> bool:
-    """A judged sweep's trials generate their own; s3:// / gs:// storage: not sampled yet (the report
-    then says the best trial logged no generations)."""
-    return cfg.judge.backend == "none" and "://" not in cfg.storage()
+    """A judged sweep's trials generate their own."""
+    return cfg.judge.backend == "none"
 
 
 def _sampler(cfg: SweepConfig, name: str | None = None):
@@ -149,21 +154,21 @@ def sample_best(
 ) -> bool:
     """Generate and log the best trial's and the base's samples (MLflow: the best run's and the sweep
     run's `eval/*generations.json`, beside its checkpoint's `eval/`), on the sampler started during the
-    sweep when there is one. False when there is nothing to do (see `samples_wanted`; no local
-    checkpoint) or the actor failed or timed out (logged, not fatal: the sweep's results stand
+    sweep when there is one. False when there is nothing to do (see `samples_wanted`; no checkpoint
+    with an adapter) or the actor failed or timed out (logged, not fatal: the sweep's results stand
     without samples). `seconds` gets the actor's phases: waiting for it, loading, generating."""
     ckpt = best.get("checkpoint")
-    if not samples_wanted(cfg) or not ckpt or "://" in ckpt or not (Path(ckpt) / "adapter").is_dir():
+    if not samples_wanted(cfg) or not ckpt or not stored.has(ckpt, "adapter"):
         stop_sampler(cfg)
         return False
-    if (Path(ckpt) / "eval" / "generations.json").is_file():
+    if stored.has(ckpt, "eval/generations.json"):
         stop_sampler(cfg)
         return False  # already sampled (a resumed sweep, or a `report` after the run)
     try:
         actor = ray.get_actor(_sampler_name(cfg))
     except ValueError:
         actor = _sampler(cfg)
-    ref = actor.sample.remote(best["config"], str(Path(ckpt) / "adapter"), time.time())
+    ref = actor.sample.remote(best["config"], ckpt, time.time())
     try:
         records, base, took = ray.get(ref, timeout=SAMPLE_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - samples are for the report; the sweep's results stand
@@ -176,10 +181,8 @@ def sample_best(
         ray.kill(actor)
     if seconds is not None:
         seconds.update({k: round(v, 3) for k, v in took.items()})
-    out = Path(ckpt) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "generations.json").write_text(json.dumps(records, indent=1))
-    (out / "base_generations.json").write_text(json.dumps(base, indent=1))
+    stored.write_json(ckpt, "eval/generations.json", records)
+    stored.write_json(ckpt, "eval/base_generations.json", base)
     if best.get("run_id"):
         log_generations(client_for(tracking_uri), best["run_id"], records)
     log_base_generations(tracking_uri, parent_run_id, base)

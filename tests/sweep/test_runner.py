@@ -251,3 +251,30 @@ def test_samples_are_prepared_while_the_last_trial_runs(local_ray, tmp_path):
     assert [r["output"] for r in tuned] == [r["output"] for r in cold_tuned]
     assert [r["output"] for r in base] == [r["output"] for r in cold_base]
     assert tuned[0]["prompt"] == base[0]["prompt"]
+
+
+def test_a_sweep_in_uri_storage_is_sampled_and_named_by_its_uri(local_ray, tmp_path):
+    """Ray names a checkpoint in s3:// or gs:// storage by its path on the bucket, without the scheme:
+    the sweep hands the URI back, and samples the best trial through the storage's filesystem. Here
+    the URI is file://, pyarrow's local filesystem behind a URI (no bucket is reachable from CI)."""
+    store = tmp_path / "store"
+    cfg = sweep_cfg(
+        tmp_path,
+        "name=uri",
+        f"storage_path=file://{store}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "search.num_samples=2",
+        "search.max_concurrent_trials=2",
+        "search.scheduler.type=none",
+        "search.space={training.max_steps: {choice: [2, 4]}}",
+    )
+    out = run_sweep(cfg)
+    assert (out.finished, out.failed) == (2, 0)
+    ckpt = out.best["checkpoint"]
+    assert ckpt.startswith(f"file://{store}/uri/") and out.experiment_path == f"file://{store}/uri"
+    tuned = json.loads((Path(ckpt.removeprefix("file://")) / "eval" / "generations.json").read_text())
+    assert len(tuned) == 1 and tuned[0]["output"]
+    md = build_report(cfg.tracking_uri(), cfg.name, tmp_path / "report", parent_run_id=out.parent_run_id)[
+        0
+    ].read_text()
+    assert "Sample generations: base against best" in md and tuned[0]["product"] in md
