@@ -270,7 +270,7 @@ def compile_stages(before: dict[str, float]) -> str:
     return ", ".join(f"{name} {v:.1f}s" for name, v in spent if v >= 0.05) or "none"
 
 
-def compile_decoder_layers(model) -> int:
+def compile_decoder_layers(model, backend: str = "inductor") -> int:
     """torch.compile each decoder layer (regional compilation); returns how many were compiled.
 
     The loss calls the decoder body directly (evaluation/loss.py), so compiling the outer wrapper
@@ -278,14 +278,14 @@ def compile_decoder_layers(model) -> int:
     graphs, and compile time is that of one layer rather than of the whole model. Static shapes:
     training and eval batches have one fixed shape (trainables/batching.py), and a dynamic-shape
     graph (what torch.compile falls back to after seeing two shapes) costs speed on every step.
-    Generation runs these layers eagerly (evaluation/generation.py).
+    Generation runs these layers eagerly (evaluation/generation.py). `backend`: tests use "aot_eager".
     """
     # Compiled artifacts persist in our cache (not /tmp), shared by every trial of a node and across sweeps.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = getattr(base.get_decoder(), "layers", None)
     if layers is None:
-        model.compile()
+        model.compile(backend=backend)
         return 0
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(layers))
     # The first layer's input (the frozen embedding's output) needs no gradient, the others' do, and
@@ -295,7 +295,7 @@ def compile_decoder_layers(model) -> int:
     if hasattr(model, "enable_input_require_grads") and not getattr(model, "_require_grads_hooks", None):
         model.enable_input_require_grads()
     for layer in layers:
-        layer.compile(dynamic=False)
+        layer.compile(dynamic=False, backend=backend)
     return len(layers)
 
 

@@ -62,3 +62,25 @@ def test_compile_stages_say_where_a_compile_went_and_when_graphs_are_reused():
     before = compile_seconds()
     fn(torch.randn(4))  # same shape: the compiled graph runs, nothing is compiled
     assert compile_stages(before) == "none"
+
+
+def test_compiled_decoder_layers_share_one_graph(tiny_model_dir):
+    """Every layer of a LoRA model runs the one graph compiled for the first: the first layer's input
+    (the frozen embedding's output) asks for its gradient like the others', so dynamo compiles once,
+    not a second time for that layer alone."""
+    import torch
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    from trainables.config import LoraConfig
+    from trainables.model import attach_lora, compile_decoder_layers
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = attach_lora(base, LoraConfig(r=4, target_modules="all-linear"))
+    torch._dynamo.reset()
+    assert compile_decoder_layers(model, backend="aot_eager") == base.config.num_hidden_layers >= 2
+    graphs = counters["stats"]["unique_graphs"]
+    ids = torch.randint(0, base.config.vocab_size, (2, 16))
+    model.get_base_model().get_decoder()(input_ids=ids, use_cache=False).last_hidden_state.sum().backward()
+    assert counters["stats"]["unique_graphs"] - graphs == 1
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
