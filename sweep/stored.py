@@ -2,8 +2,8 @@
 
 Ray hands back a checkpoint as a path on its storage's filesystem, without the URI's scheme (an s3
 checkpoint's path is "bucket/prefix/..."): printed as is it names a local path that does not exist.
-`uri_of` puts the sweep's scheme back (checkpoints, the experiment's dir); the functions below read and write through the
-filesystem the URI names (pyarrow's, as Ray does), so the driver never assumes a local disk.
+`uri_of` puts the sweep's scheme back (checkpoints, the experiment's dir); the functions below read
+and write through the filesystem the URI names (pyarrow's, as Ray does), never assuming a local disk.
 """
 
 from __future__ import annotations

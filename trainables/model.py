@@ -290,8 +290,8 @@ def compile_decoder_layers(model, backend: str = "inductor") -> int:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(layers))
     # The first layer's input (the frozen embedding's output) needs no gradient, the others' do, and
     # dynamo guards on that: two graphs, each compiled in full, for one code. Asking for the input's
-    # gradient gives every layer the same graph, for half the compile (one layer's input gradient more
-    # per step: ~1/(3 x layers) of the backward).
+    # gradient gives every layer the same graph, compiled once (for one layer's input gradient more per
+    # step: ~1/(3 x layers) of the backward).
     if hasattr(model, "enable_input_require_grads") and not getattr(model, "_require_grads_hooks", None):
         model.enable_input_require_grads()
     for layer in layers:
