@@ -8,6 +8,7 @@ and write through the filesystem the URI names (pyarrow's, as Ray does), never a
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -22,12 +23,18 @@ def uri_of(storage: str, fs_path: str | None) -> str | None:
     return f"{storage.split('://', 1)[0]}://{fs_path}"
 
 
-def _at(checkpoint: str, rel: str) -> tuple[pafs.FileSystem, str]:
+@functools.lru_cache(maxsize=16)
+def _root(checkpoint: str) -> tuple[pafs.FileSystem, str]:
+    """The checkpoint's filesystem and its path there, once per checkpoint: a sweep's end reads and
+    writes several files of one checkpoint, and an s3/gs filesystem is not free to build."""
     if "://" in checkpoint:
-        filesystem, path = pafs.FileSystem.from_uri(checkpoint)
-    else:
-        filesystem, path = pafs.LocalFileSystem(), checkpoint
-    return filesystem, f"{path.rstrip('/')}/{rel}"
+        return pafs.FileSystem.from_uri(checkpoint)
+    return pafs.LocalFileSystem(), checkpoint
+
+
+def _at(checkpoint: str, rel: str) -> tuple[pafs.FileSystem, str]:
+    filesystem, root = _root(checkpoint)
+    return filesystem, f"{root.rstrip('/')}/{rel}"
 
 
 def has(checkpoint: str, rel: str) -> bool:
