@@ -23,6 +23,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from sweep.config import SweepConfig
 from trainables.config import TrialConfig
+from trainables.memory import grant_gpu_share
 from trainables.trial import run_trial
 
 
@@ -56,6 +57,9 @@ class TrainReporter:
 
 
 def _worker_loop(config: dict) -> None:
+    gpu = ray.get_runtime_context().get_assigned_resources().get("GPU")
+    if gpu:  # this worker's share and cap: the Tune trial's environment does not reach its process
+        grant_gpu_share(gpu, config["gpu_memory_gb"])
     run_trial(TrialConfig.model_validate(config["trial"]), TrainReporter(), strategy=config["strategy"])
 
 
@@ -76,7 +80,11 @@ def run_multi_worker_trial(cfg: TrialConfig, sweep: SweepConfig) -> None:
     storage = sweep.storage()
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"trial": per_worker_config(cfg, sweep).model_dump(), "strategy": res.strategy},
+        train_loop_config={
+            "trial": per_worker_config(cfg, sweep).model_dump(),
+            "strategy": res.strategy,
+            "gpu_memory_gb": res.gpu_memory_gb,
+        },
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=res.workers_per_trial,

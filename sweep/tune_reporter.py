@@ -23,7 +23,7 @@ from sweep.console import LOG_NAME, trial_dir, trial_log
 from sweep.gpu_usage import GpuSampler
 from sweep.space import trial_config
 from trainables.config import TrialConfig
-from trainables.memory import CAP_ENV, FRACTION_ENV
+from trainables.memory import grant_gpu_share
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +151,8 @@ def run_tune_trial(params: dict, base: dict, sweep: dict, verbose: bool = False)
 def _run(cfg: TrialConfig, sweep_cfg: SweepConfig) -> None:
     assigned = ray.get_runtime_context().get_assigned_resources()
     share = assigned.get("GPU") or assigned.get("CPU", 1.0)  # the cost unit: GPU-s, or CPU-s without GPUs
-    if assigned.get("GPU"):
-        os.environ[FRACTION_ENV] = str(min(1.0, assigned["GPU"]))  # lets the trainable size itself
-        if sweep_cfg.resources.gpu_memory_gb:  # "a GPU" is this large: the trial is capped to its share
-            os.environ[CAP_ENV] = str(sweep_cfg.resources.gpu_memory_gb)
-        else:
-            os.environ.pop(CAP_ENV, None)  # a reused worker: the last sweep's cap is not this one's
+    if assigned.get("GPU"):  # lets the trainable size itself, capped to its share of "a GPU"
+        grant_gpu_share(assigned["GPU"], sweep_cfg.resources.gpu_memory_gb)
     if sweep_cfg.resources.workers_per_trial > 1:
         from sweep.train_workers import run_multi_worker_trial
 

@@ -126,6 +126,18 @@ def _per_layer_token(cfg: TrialConfig, h: int, i: int) -> float:
     return elems
 
 
+def grant_gpu_share(fraction: float, cap_gb: float | None) -> None:
+    """Tell this process's trial its share of the GPU and the memory of "a GPU" (resources.gpu_memory_gb),
+    which `gpu_budget_gb` and `cap_process_memory` read. Set by every process that trains: the Tune
+    trial's, and each Ray Train worker of a multi-worker trial, whose process the Tune trial's
+    environment does not reach. A reused worker's last sweep may have had a cap this one has not."""
+    os.environ[FRACTION_ENV] = str(min(1.0, fraction))
+    if cap_gb:
+        os.environ[CAP_ENV] = str(cap_gb)
+    else:
+        os.environ.pop(CAP_ENV, None)
+
+
 def gpu_memory_gb(device: torch.device) -> float:
     """The memory of "a GPU" for this trial: the device's, or less where the sweep caps it
     (resources.gpu_memory_gb: to share a GPU with other work, or to emulate a smaller one)."""

@@ -1,5 +1,7 @@
 """Trials as Ray Train workers: the same loop, N workers, one step equal to one big-batch step."""
 
+import os
+
 import pytest
 import ray
 import torch
@@ -121,3 +123,27 @@ def test_sweep_of_fsdp_trial(tmp_path):
     )  # an ordinary, unsharded 4-bit model
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.arange(3, 19)[None]).logits).all()
+
+
+def test_each_train_worker_is_held_to_its_gpu_share_and_the_sweeps_cap(monkeypatch):
+    """A Ray Train worker is its own process: the Tune trial's environment does not reach it, so the
+    worker sets its share and the sweep's memory cap itself (the GPU assignment is faked: no GPU here)."""
+    import types
+
+    from sweep import train_workers
+    from trainables.memory import CAP_ENV, FRACTION_ENV
+
+    seen = []
+    context = types.SimpleNamespace(get_assigned_resources=lambda: {"CPU": 1.0, "GPU": 0.5})
+    monkeypatch.setattr(train_workers.ray, "get_runtime_context", lambda: context)
+    monkeypatch.setattr(
+        train_workers,
+        "run_trial",
+        lambda *a, **k: seen.append((os.environ[FRACTION_ENV], os.environ.get(CAP_ENV))),
+    )
+    monkeypatch.setattr(train_workers.TrialConfig, "model_validate", staticmethod(lambda d: d))
+    monkeypatch.delenv(CAP_ENV, raising=False)
+    monkeypatch.delenv(FRACTION_ENV, raising=False)
+    train_workers._worker_loop({"trial": {}, "strategy": "ddp", "gpu_memory_gb": 24.0})
+    train_workers._worker_loop({"trial": {}, "strategy": "ddp", "gpu_memory_gb": None})  # a reused worker
+    assert seen == [("0.5", "24.0"), ("0.5", None)]
