@@ -14,7 +14,17 @@ export PYTHONPATH=$PWD:/tmp/gsite
 R=/tmp/issue30
 mkdir -p "$R"
 final=$OUT
-pack() { cp -r "$QLORA_SWEEP_CACHE/node_stats" "$R/" 2>/dev/null; tar czf "$final/issue30.tgz" -C "$R" .; }
+logs() {  # each seed-study trial's log and the Ray logs of workers that died (tails: the archive stays small)
+  mkdir -p "$R/seed-logs"
+  for f in /tmp/seed-study/seed-study/*/trial.log; do
+    [ -f "$f" ] && tail -n 200 "$f" > "$R/seed-logs/$(basename "$(dirname "$f")" | cut -c1-48).log"
+  done
+  grep -l -s -E "Traceback|Fatal|SIGSEGV|Check failed" /tmp/ray/session_latest/logs/worker-*.err \
+    /tmp/ray/session_latest/logs/python-core-worker-*.log | head -n 8 \
+    | while read -r f; do tail -n 120 "$f" > "$R/seed-logs/ray-$(basename "$f")"; done
+  dmesg 2>/dev/null | grep -i -E "oom|killed process" | tail -n 20 > "$R/seed-logs/dmesg-oom.txt"
+}
+pack() { cp -r "$QLORA_SWEEP_CACHE/node_stats" "$R/" 2>/dev/null; logs; tar czf "$final/issue30.tgz" -C "$R" .; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$R/machine.txt"
 git log -1 --format='commit %H %s' >> "$R/machine.txt" 2>/dev/null
 python3 -c "import json; from benchmarks.common import prepare; print(json.dumps(prepare()))" > "$R/prepare.txt" 2>&1

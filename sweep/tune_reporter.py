@@ -106,8 +106,9 @@ def run_with_retries(cfg: TrialConfig, reporter) -> dict:
                 torch.cuda.empty_cache()
             smaller = _halved(cfg)
             log.warning(
-                "out of memory at batch_size=%d; retrying with batch_size=%d grad_accum=%d",
+                "out of memory at batch_size=%d (%s); retrying with batch_size=%d grad_accum=%d",
                 cfg.training.batch_size,
+                str(err).splitlines()[0],
                 smaller.training.batch_size,
                 smaller.training.grad_accum,
             )

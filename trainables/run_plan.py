@@ -7,10 +7,11 @@ node has measured (trainables/node_stats.py). One answer, `RunPlan`: the trial r
 (trainables/trial.py) and `qlora-sweep plan` prints it (sweep/plan.py), from the same function.
 
 Memory comes from a measured peak of the same run (same shape, compile, checkpointing, micro-batch)
-when this node has one, else from the estimate (trainables/memory.py). When the configured run does
-not fit, the plan keeps the effective batch and gives up speed in the cheapest order: a smaller
-micro-batch (more accumulation) while it still fills the GPU, then gradient checkpointing (~1/3 more
-compute), then smaller micro-batches with checkpointing.
+when this node has one, else from the estimate (trainables/memory.py). The plan keeps the step's rows
+(batch_size x grad_accum) and groups them for speed: a micro-batch smaller than the default's 16 x 512
+is regrouped into larger ones where they fit. When the configured run does not fit, it gives up speed
+in the cheapest order: a smaller micro-batch (more accumulation) while it still fills the GPU, then
+gradient checkpointing (~1/3 more compute), then smaller micro-batches with checkpointing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ HOST_HEADROOM = 0.8  # of the host's free memory (CPU trials)
 MIN_FULL_TOKENS = (
     2048  # a micro-batch this large still keeps a GPU's matmuls busy: halve before checkpointing
 )
+# The default micro-batch (16 x 512): on an H100, 8 x 512 trained 27% slower (17.6k vs 24.0k tokens/s,
+# benchmarks/RESULTS.md). A smaller configured micro-batch is regrouped up to it where memory allows.
+FAST_TOKENS = 8192
 CHECKPOINT_COST = 4 / 3  # recomputing each layer's forward: training FLOPs x this
 
 
@@ -101,20 +105,33 @@ def run_key(cfg: TrialConfig, compiled: bool, checkpointing: bool, batch_size: i
     )
 
 
-def _candidates(cfg: TrialConfig, shrink: bool) -> list[tuple[int, int, bool]]:
-    """(micro-batch, accumulation, checkpointing) in the order the plan tries them. Without `shrink`
-    (the CPU, whose test path stays as it was; a multi-worker trial, whose workers must agree) the
+def _candidates(cfg: TrialConfig, regroup: bool) -> list[tuple[int, int, bool]]:
+    """(micro-batch, accumulation, checkpointing) in the order the plan tries them.
+
+    A step's rows (batch_size x grad_accum) are fixed; how they are grouped is the plan's (the loss is
+    normalised by the step's tokens, so the grouping changes speed and memory, not the result). First
+    larger micro-batches, up to FAST_TOKENS (the seed study's 4 x 4 runs as 16 x 1 where it fits:
+    fewer, fuller kernels, one dequantization of the base per step instead of four); then the
+    configured one and halvings that still fill the GPU; then checkpointing. Without `regroup` (the
+    CPU, whose test path stays as it was; a multi-worker trial, whose workers must agree) the
     micro-batch stays as configured and only checkpointing is chosen."""
     t = cfg.training
-    halvings = [t.batch_size >> i for i in range(t.batch_size.bit_length())]
-    sizes = [b for b in halvings if t.batch_size % b == 0] if shrink else [t.batch_size]
-    full = [b for b in sizes if b == t.batch_size or b * t.max_seq_len >= MIN_FULL_TOKENS]
+    rows = t.batch_size * t.grad_accum
+    if regroup:
+        larger = [
+            b for b in range(rows, t.batch_size, -1) if rows % b == 0 and b * t.max_seq_len <= FAST_TOKENS
+        ]
+        halvings = [t.batch_size >> i for i in range(t.batch_size.bit_length())]
+        sizes = [b for b in halvings if t.batch_size % b == 0]
+    else:
+        larger, sizes = [], [t.batch_size]
+    full = larger + [b for b in sizes if b == t.batch_size or b * t.max_seq_len >= MIN_FULL_TOKENS]
     order = {
-        "auto": [(b, False) for b in full] + [(b, True) for b in sizes],
-        "off": [(b, False) for b in sizes],
-        "on": [(b, True) for b in sizes],
+        "auto": [(b, False) for b in full] + [(b, True) for b in larger + sizes],
+        "off": [(b, False) for b in larger + sizes],
+        "on": [(b, True) for b in larger + sizes],
     }[t.gradient_checkpointing]
-    return [(b, t.grad_accum * t.batch_size // b, ck) for b, ck in order]
+    return [(b, rows // b, ck) for b, ck in order]
 
 
 def plan_run(
@@ -127,7 +144,7 @@ def plan_run(
     on_gpu: bool,
     per_gpu: int = 1,
     stats: NodeStats | None = None,
-    shrink: bool = True,
+    regroup: bool = True,
 ) -> RunPlan:
     """The first run (see the module docstring) whose memory fits the budget; the leanest if none does."""
     decision = decide_compile(
@@ -135,7 +152,7 @@ def plan_run(
     )
     peaks = stats.peaks if stats else {}
     plan = None
-    for batch, accum, ckpt in _candidates(cfg, shrink and on_gpu):
+    for batch, accum, ckpt in _candidates(cfg, regroup and on_gpu):
         sized = cfg.model_copy(update={"training": cfg.training.model_copy(update={"batch_size": batch})})
         if on_gpu:
             key = run_key(cfg, decision.compile, ckpt, batch)

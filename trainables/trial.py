@@ -454,7 +454,7 @@ def _node_stats_file(cfg: TrialConfig, device: torch.device) -> Path:
 def _plan(cfg: TrialConfig, device: torch.device, train_tokens: int, world: int) -> RunPlan:
     """This trial's run plan, for the memory it may use (capped here on a GPU) and what this node
     measured. Workers of one multi-worker trial must agree without talking: they plan from the same
-    inputs only (no node measurements, no smaller micro-batch, whole GPUs)."""
+    inputs only (no node measurements, the configured micro-batch, whole GPUs)."""
     on_gpu = device.type == "cuda"
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak, not the last one's
@@ -474,22 +474,25 @@ def _plan(cfg: TrialConfig, device: torch.device, train_tokens: int, world: int)
         on_gpu,
         _per_gpu(),
         load_stats(_node_stats_file(cfg, device)) if on_gpu and alone else None,
-        shrink=alone,
+        regroup=alone,
     )
 
 
 @contextlib.contextmanager
 def _oom_recorded(cfg: TrialConfig, run: RunPlan, device: torch.device):
     """Out of memory in this run: note it as not fitting its budget (the node's record of its peak),
-    so that the retry (sweep/tune_reporter.py) plans a smaller one instead of the same again."""
+    so that the retry (sweep/tune_reporter.py) plans a smaller one instead of the same again. The error
+    names the micro-batch that ran out, which the plan may have regrouped from the configured one."""
     try:
         yield
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError as err:
         if device.type == "cuda":
             record(
                 _node_stats_file(cfg, device), peaks={run.key(cfg): round(run.budget_gb + CUDA_CONTEXT_GB, 2)}
             )
-        raise
+        raise torch.OutOfMemoryError(
+            f"at {run.batch_size} rows x {run.grad_accum} micro-batches: {err}"
+        ) from err
 
 
 def _record_measurements(

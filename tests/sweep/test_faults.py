@@ -244,8 +244,11 @@ def test_oom_retries_once_with_half_the_micro_batch(oom_trial):
 def test_oom_again_fails_the_trial_naming_both_sizes(oom_trial):
     run, calls, _, fits = oom_trial
     fits["rows"] = 0  # nothing fits
-    with pytest.raises(RuntimeError, match=r"out of memory at training.batch_size=4 and again at 2"):
+    with pytest.raises(RuntimeError, match=r"out of memory at training.batch_size=4 and again at 2") as err:
         run()
+    assert "at 2 rows x 4 micro-batches: CUDA out of memory" in str(
+        err.value
+    )  # what ran: the plan's grouping
     assert calls == [(4, 2), (2, 4)]
 
 

@@ -151,7 +151,7 @@ def test_a_multi_worker_trial_keeps_its_micro_batch_and_ignores_node_measurement
     no node figures for several workers)."""
     cfg = _trial()
     trainable = count_trainable_params_for(OPEN_LLAMA_3B, cfg.lora)
-    run = plan_run(cfg, OPEN_LLAMA_3B, N_PARAMS, trainable, E2E_TOKENS, 24.0, True, 1, None, shrink=False)
+    run = plan_run(cfg, OPEN_LLAMA_3B, N_PARAMS, trainable, E2E_TOKENS, 24.0, True, 1, None, regroup=False)
     assert run.batch_size == 16 and run.gradient_checkpointing and run.fits
 
 
@@ -181,3 +181,37 @@ def test_trials_per_gpu_follow_what_this_node_measured_sharing_to_give(tmp_path)
     assert measured.per_gpu == 6 and measured.gain_measured and measured.gain == pytest.approx(1.3)
     assert "measured here training at 130% of one alone" in measured.why()
     assert measured.run.fits and measured.run.need_gb <= HEADROOM * 80.0 / 6
+
+
+def test_a_small_configured_micro_batch_is_regrouped_into_larger_ones_where_they_fit():
+    """The seed study's 4 rows x 4 micro-batches: the same 16 rows a step as 16 x 1 where it fits (8 x 512
+    trained 27% slower than 16 x 512 on an H100), as large as fits where 16 x 1 does not, as configured
+    (or smaller) on a small share, checkpointed on the smallest; never past the default's 16 x 512 tokens."""
+    seed = _trial(batch_size=4, grad_accum=4, compile=True)
+    budgets = {}
+    for budget in (80.0, 26.7, 20.0, 12.0, 8.0):
+        run = _plan(seed, budget, tokens=3 * 1_058_091)
+        assert run.fits and run.batch_size * run.grad_accum == 16, (budget, run.describe())
+        budgets[budget] = (run.batch_size, run.gradient_checkpointing)
+    assert budgets[80.0] == (16, False)
+    full = [size for size, ckpt in budgets.values() if not ckpt]  # budgets from large to small
+    assert full == sorted(full, reverse=True) and full[-1] <= 4  # less memory, smaller micro-batches
+    assert budgets[8.0][1]  # then checkpointing, which also frees a larger grouping's activations
+    # Each regrouped run is the largest that fits: the next larger grouping does not.
+    for budget, (size, ckpt) in budgets.items():
+        if size < 16 and not ckpt:
+            bigger = _plan(_trial(batch_size=2 * size, grad_accum=8 // size, compile=True), 1000.0)
+            assert bigger.need_gb > HEADROOM * budget, (budget, size, bigger.need_gb)
+    # Long rows: 4 x 2048 is already the default's tokens, so it is not regrouped.
+    long = _plan(_trial(batch_size=4, grad_accum=4, max_seq_len=2048, compile=True), 80.0)
+    assert (long.batch_size, long.grad_accum) == (4, 4)
+
+
+def test_a_measured_out_of_memory_of_the_regrouped_run_plans_the_next_smaller_grouping():
+    """An OOM records its run as not fitting (trainables/trial.py); the retry then plans smaller."""
+    seed = _trial(batch_size=4, grad_accum=4, compile=True)
+    first = _plan(seed, 80.0)
+    assert (first.batch_size, first.grad_accum) == (16, 1)
+    stats = NodeStats(peaks={first.key(seed): 80.0 + 0.6})
+    retry = _plan(seed, 80.0, stats=stats)
+    assert (retry.batch_size, retry.grad_accum) == (8, 2) and retry.fits
