@@ -195,11 +195,15 @@ def main(argv: list[str] | None = None) -> None:
         f"\nsweep {s['sets']}: exit {s['exit']}, {s['trials']} trials, {s['tokens']:,} tokens; wall {s['process_wall_s']:.0f}s "
         f"(process), {s['trials_span_s'] or 0:.0f}s (first trial start -> last report)"
     )
+    shares = (  # of one trial's steady rate; a run with --skip-single has none: divide by the single run's
+        f"one trial steady {steady:,.0f}: {100 * s['effective_tokens_per_s_process'] / steady:.0f}% / "
+        f"{100 * (s['effective_tokens_per_s_span'] or 0) / steady:.0f}%"
+        if steady
+        else "no single run in this call (--skip-single)"
+    )
     print(
         f"effective tokens/s: {s['effective_tokens_per_s_process']:,.0f} (process wall), "
-        f"{s['effective_tokens_per_s_span'] or 0:,.0f} (trials' span); one trial steady {steady:,.0f}: "
-        f"{100 * s['effective_tokens_per_s_process'] / max(steady, 1):.0f}% / "
-        f"{100 * (s['effective_tokens_per_s_span'] or 0) / max(steady, 1):.0f}%; mean GPU util {util}%"
+        f"{s['effective_tokens_per_s_span'] or 0:,.0f} (trials' span); {shares}; mean GPU util {util}%"
     )
     print(
         f"first output at {s['first_output_s'] or 0:.1f}s, summary at {s['summary_at_s'] or 0:.1f}s, "
