@@ -70,7 +70,7 @@ from trainables.model import (
 from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
-from trainables.run_plan import RunPlan, plan_run
+from trainables.run_plan import FAST_TOKENS, RunPlan, plan_run
 from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
 
@@ -501,13 +501,16 @@ def _record_measurements(
     """Tell the node what this trial measured (trainables/node_stats.py): its memory peak for this run,
     its steady rate (alone on its GPU: the rate the compile decision uses; shared by k, compiled: what
     k at once train together, for how many should share a GPU) and the first step's extra seconds
-    when compiled (the CPU measures nothing)."""
+    when compiled (the CPU measures nothing). Rates only from full micro-batches (FAST_TOKENS, as the
+    default's 16 x 512): the seed study's 4 x 512 ones trained 3 at once at 87% of one trial alone where
+    16 x 512 ones trained at 122% (issue 30), and mixed into one median they would misjudge both."""
     if device.type != "cuda":
         return
     peak = torch.cuda.max_memory_reserved(device) / GIB + CUDA_CONTEXT_GB
+    full = run.batch_size * cfg.training.max_seq_len >= FAST_TOKENS
     rate = (
         4.0 * _n_params(cfg.model.path, cfg.model.revision) * metrics["train_tokens_per_s"]
-        if steps > 0
+        if steps > 0 and full
         else None
     )
     steady = metrics["phase_train_s"] / steps if steps > 0 else None

@@ -3,6 +3,8 @@ and `qlora-sweep plan` share; measured figures replace the built-in ones."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from helpers import OPEN_LLAMA, SMOLLM2_SHAPE
 from transformers import AutoConfig
@@ -215,3 +217,29 @@ def test_a_measured_out_of_memory_of_the_regrouped_run_plans_the_next_smaller_gr
     stats = NodeStats(peaks={first.key(seed): 80.0 + 0.6})
     retry = _plan(seed, 80.0, stats=stats)
     assert (retry.batch_size, retry.grad_accum) == (8, 2) and retry.fits
+
+
+@pytest.mark.parametrize("micro_batch", [16, 4])
+def test_only_full_micro_batches_teach_the_node_its_rates(tmp_path, monkeypatch, micro_batch):
+    """A trial's rate feeds the compile decision and the sharing gain, both judged at the default's
+    16 x 512; a 4 x 512 run's rate (3 at once: 87% of one alone where 16 x 512 gave 122%, issue 30) is
+    not recorded, its memory peak is. No GPU here: its two memory readings are faked."""
+    import torch
+
+    from trainables import trial as trial_mod
+
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: 10 * 2**30)
+    monkeypatch.setattr(trial_mod, "_node_stats_file", lambda cfg, device: tmp_path / "stats.json")
+    monkeypatch.setattr(trial_mod, "_n_params", lambda path, revision: N_PARAMS)
+    monkeypatch.setenv("QLORA_SWEEP_GPU_FRACTION", "0.3333")  # 3 share the GPU
+    cfg = _trial(batch_size=micro_batch, grad_accum=16 // micro_batch, compile=True)
+    # As the trial ran it (the plan would regroup 4 x 4 where it fits; on a small share it runs so).
+    run = dataclasses.replace(
+        _plan(cfg, 26.7, per_gpu=3), batch_size=micro_batch, grad_accum=16 // micro_batch
+    )
+    metrics = {"train_tokens_per_s": 10_000.0, "phase_train_s": 30.0, "phase_first_step_s": 12.0}
+    trial_mod._record_measurements(cfg, run, metrics, torch.device("cuda"), steps=60)
+    stats = load_stats(tmp_path / "stats.json")
+    assert stats.peaks == {run.key(cfg): 10.6}  # the peak always (reserved + the CUDA context)
+    assert stats.compile_s == [pytest.approx(11.5)]  # the first step's extra seconds always
+    assert stats.shared_flops == ({"3": [4.0 * N_PARAMS * 10_000.0]} if micro_batch == 16 else {})
