@@ -84,30 +84,40 @@ def run_trial(cfg: TrialConfig, reporter) -> dict:
     return run(cfg, reporter)
 
 
-def _halved(cfg: TrialConfig) -> TrialConfig:
-    t = cfg.training.model_copy(
-        update={"batch_size": cfg.training.batch_size // 2, "grad_accum": cfg.training.grad_accum * 2}
+def _halved(cfg: TrialConfig, failed: int) -> TrialConfig:
+    """The step's rows regrouped into micro-batches of at most half the one that ran out of memory
+    (`failed`: the run plan's, which may be larger than the configured one) that divide the step."""
+    rows = cfg.training.batch_size * cfg.training.grad_accum
+    size = next(b for b in range(failed // 2, 0, -1) if rows % b == 0)
+    return cfg.model_copy(
+        update={"training": cfg.training.model_copy(update={"batch_size": size, "grad_accum": rows // size})}
     )
-    return cfg.model_copy(update={"training": t})
+
+
+def _micro_batch(err: BaseException, cfg: TrialConfig) -> int:
+    """The micro-batch that ran out of memory: the trial's run plan names it on the error."""
+    return getattr(err, "micro_batch", cfg.training.batch_size)
 
 
 def run_with_retries(cfg: TrialConfig, reporter) -> dict:
-    """Out of memory: retry once with half the micro-batch and twice the accumulation (same effective
-    batch), then fail this trial alone with the reason. A full disk fails the trial with a clear reason."""
+    """Out of memory: retry once with half the micro-batch that ran out and more accumulation (the same
+    rows a step), then fail this trial alone with the reason. A full disk fails the trial with a clear
+    reason."""
     try:
         try:
             return run_trial(cfg, reporter)
         except torch.OutOfMemoryError as err:
-            if cfg.training.batch_size < 2:
+            failed = _micro_batch(err, cfg)
+            if failed < 2:
                 raise RuntimeError(
-                    f"out of memory at training.batch_size=1: {str(err).splitlines()[0]}"
+                    f"out of memory at a micro-batch of 1 row: {str(err).splitlines()[0]}"
                 ) from None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            smaller = _halved(cfg)
+            smaller = _halved(cfg, failed)
             log.warning(
-                "out of memory at batch_size=%d (%s); retrying with batch_size=%d grad_accum=%d",
-                cfg.training.batch_size,
+                "out of memory at a micro-batch of %d rows (%s); retrying with batch_size=%d grad_accum=%d",
+                failed,
                 str(err).splitlines()[0],
                 smaller.training.batch_size,
                 smaller.training.grad_accum,
@@ -116,8 +126,8 @@ def run_with_retries(cfg: TrialConfig, reporter) -> dict:
                 return run_trial(smaller, reporter)
             except torch.OutOfMemoryError as again:
                 raise RuntimeError(
-                    f"out of memory at training.batch_size={cfg.training.batch_size} and again at "
-                    f"{smaller.training.batch_size}: {str(again).splitlines()[0]}"
+                    f"out of memory at a micro-batch of {failed} rows and again at "
+                    f"{_micro_batch(again, smaller)}: {str(again).splitlines()[0]}"
                 ) from None
     except Exception as err:
         if _disk_full(err):

@@ -490,9 +490,9 @@ def _oom_recorded(cfg: TrialConfig, run: RunPlan, device: torch.device):
             record(
                 _node_stats_file(cfg, device), peaks={run.key(cfg): round(run.budget_gb + CUDA_CONTEXT_GB, 2)}
             )
-        raise torch.OutOfMemoryError(
-            f"at {run.batch_size} rows x {run.grad_accum} micro-batches: {err}"
-        ) from err
+        named = torch.OutOfMemoryError(f"at {run.batch_size} rows x {run.grad_accum} micro-batches: {err}")
+        named.micro_batch = run.batch_size  # the retry halves this one (sweep/tune_reporter.py)
+        raise named from err
 
 
 def _record_measurements(

@@ -241,10 +241,30 @@ def test_oom_retries_once_with_half_the_micro_batch(oom_trial):
     assert final["step"] == final["total_steps"] == 2 and final["done"]
 
 
+def test_the_retry_halves_the_micro_batch_the_plan_ran_not_the_configured_one(monkeypatch):
+    """On a GPU the run plan may regroup 4 x 4 into 16 x 1 (trainables/run_plan.py): when 16 rows run out
+    of memory the retry runs at most 8, not 2 (half the configured 4), so a trial that fitted before the
+    regrouping still fits. The OOM is raised as the plan's trial raises it (no GPU here)."""
+    calls = []
+
+    def trial(cfg, reporter=None):
+        calls.append((cfg.training.batch_size, cfg.training.grad_accum))
+        if len(calls) == 1:
+            err = torch.OutOfMemoryError("at 16 rows x 1 micro-batches: CUDA out of memory (injected)")
+            err.micro_batch = 16
+            raise err
+        return {"done": True}
+
+    monkeypatch.setattr(tune_reporter, "run_trial", trial)
+    cfg = load_trial_config(None, ["model.path=tiny", "training.batch_size=4", "training.grad_accum=4"])
+    assert tune_reporter.run_with_retries(cfg, None) == {"done": True}
+    assert calls == [(4, 4), (8, 2)]  # the same 16 rows a step
+
+
 def test_oom_again_fails_the_trial_naming_both_sizes(oom_trial):
     run, calls, _, fits = oom_trial
     fits["rows"] = 0  # nothing fits
-    with pytest.raises(RuntimeError, match=r"out of memory at training.batch_size=4 and again at 2") as err:
+    with pytest.raises(RuntimeError, match=r"out of memory at a micro-batch of 4 rows and again at 2") as err:
         run()
     assert "at 2 rows x 4 micro-batches: CUDA out of memory" in str(
         err.value
@@ -257,9 +277,9 @@ def test_oom_fails_that_trial_alone_with_the_reason_recorded(faulty_sweep):
     assert out.finished == 1  # the killed-and-resumed trial, undisturbed
     assert trial.status == "ERROR"
     reason = out.errors[Path(trial.path).name]
-    assert "out of memory at training.batch_size=4 and again at 2" in reason, reason
+    assert "out of memory at a micro-batch of 4 rows and again at 2" in reason, reason
     assert run.info.status == "FAILED"
-    assert "out of memory at training.batch_size=4 and again at 2" in run.data.tags[FAILURE_TAG]
+    assert "out of memory at a micro-batch of 4 rows and again at 2" in run.data.tags[FAILURE_TAG]
 
 
 # ---------------------------------------------------------------- disk
