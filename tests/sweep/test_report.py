@@ -98,7 +98,7 @@ def sweep(tmp_path_factory) -> dict:
         if outcome:
             tags[OUTCOME_TAG] = outcome
         if status == "FAILED":
-            tags[FAILURE_TAG] = "RuntimeError: out of memory at training.batch_size=1"
+            tags[FAILURE_TAG] = "RuntimeError: out of memory at a micro-batch of 1 row"
         run = client.create_run(exp, run_name=tid, tags=tags).info.run_id
         for key, value in {
             "lora.r": r,
@@ -165,7 +165,7 @@ def test_report_content(sweep):
         t[0] for t in sorted(with_loss, key=lambda t: t[3])
     ]  # by eval_loss, min
     assert order[-1] == "t6"  # no final metric: last
-    assert "FAILED: RuntimeError: out of memory at training.batch_size=1" in md
+    assert "FAILED: RuntimeError: out of memory at a micro-batch of 1 row" in md
     assert "STOPPED EARLY" in md and "KILLED" in md
     assert "t1 ★" in md  # best = lowest eval loss among completed trials
     assert "Pareto-optimal trials (eval_loss min, gpu_seconds min): t1, t2, t3." in md
