@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\nsweep {s['sets']}: exit {s['exit']}, {s['trials']} trials, {s['tokens']:,} tokens; wall {s['process_wall_s']:.0f}s "
         f"(process), {s['trials_span_s'] or 0:.0f}s (first trial start -> last report)"
     )
-    shares = (  # of one trial's steady rate; a run with --skip-single has none: divide by the single run's
+    shares = (  # of one trial's steady rate, which a run with --skip-single did not measure
         f"one trial steady {steady:,.0f}: {100 * s['effective_tokens_per_s_process'] / steady:.0f}% / "
         f"{100 * (s['effective_tokens_per_s_span'] or 0) / steady:.0f}%"
         if steady

@@ -266,9 +266,8 @@ def test_oom_again_fails_the_trial_naming_both_sizes(oom_trial):
     fits["rows"] = 0  # nothing fits
     with pytest.raises(RuntimeError, match=r"out of memory at a micro-batch of 4 rows and again at 2") as err:
         run()
-    assert "at 2 rows x 4 micro-batches: CUDA out of memory" in str(
-        err.value
-    )  # what ran: the plan's grouping
+    # The error names what ran: the plan's grouping of the step's rows.
+    assert "at 2 rows x 4 micro-batches: CUDA out of memory" in str(err.value)
     assert calls == [(4, 2), (2, 4)]
 
 

@@ -11,7 +11,7 @@ from transformers import AutoConfig
 
 from trainables.compile_policy import COMPILE_S, decide_compile
 from trainables.config import TrialConfig
-from trainables.memory import estimate
+from trainables.memory import FRACTION_ENV, estimate
 from trainables.model import count_trainable_params_for
 from trainables.node_stats import NodeStats, load_stats, record
 from trainables.run_plan import HEADROOM, plan_run, run_key
@@ -231,7 +231,7 @@ def test_only_full_micro_batches_teach_the_node_its_rates(tmp_path, monkeypatch,
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: 10 * 2**30)
     monkeypatch.setattr(trial_mod, "_node_stats_file", lambda cfg, device: tmp_path / "stats.json")
     monkeypatch.setattr(trial_mod, "_n_params", lambda path, revision: N_PARAMS)
-    monkeypatch.setenv("QLORA_SWEEP_GPU_FRACTION", "0.3333")  # 3 share the GPU
+    monkeypatch.setenv(FRACTION_ENV, "0.3333")  # 3 share the GPU
     cfg = _trial(batch_size=micro_batch, grad_accum=16 // micro_batch, compile=True)
     # As the trial ran it (the plan would regroup 4 x 4 where it fits; on a small share it runs so).
     run = dataclasses.replace(
