@@ -31,6 +31,7 @@ from trainables.phases import PHASES  # noqa: E402
 GROUPS = (
     ("load", ("data", "load", "lora"), "#bdbdbd"),
     ("base eval", ("base_eval",), "#9ecae1"),
+    ("waiting to compile", ("compile_wait",), "#fee6ce"),
     ("first step (compile)", ("first_step",), "#fdae6b"),
     ("train", ("train",), "#74c476"),
     ("eval", ("eval",), "#6baed6"),

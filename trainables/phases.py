@@ -15,12 +15,14 @@ from collections.abc import Iterator
 import torch
 
 # In the order a trial runs them. "first_step" is the first optimizer step: on a GPU with compile on
-# it holds the compilation (torch.compile compiles lazily, on the first call).
+# it holds the compilation (torch.compile compiles lazily, on the first call), after "compile_wait",
+# the wait for the GPU's compile turn (trainables/gpu_turn.py).
 PHASES = (
     "data",
     "load",
     "lora",
     "base_eval",
+    "compile_wait",
     "first_step",
     "train",
     "eval",

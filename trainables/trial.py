@@ -44,6 +44,7 @@ from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import DataConfig, ModelConfig, TrialConfig
 from trainables.data import prepare_data, sample_prompts
+from trainables.gpu_turn import gpu_turn, gpu_uuid, holding
 from trainables.judging import judge_outputs
 from trainables.memory import (
     CUDA_CONTEXT_GB,
@@ -244,6 +245,9 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     # generates once after it ends, for the best trial (sweep/samples.py).
     generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
     measured = False  # the node is told this trial's figures at its first report (ASHA may stop it next)
+    # A compiled trial's first step waits for its GPU's compile turn (trainables/gpu_turn.py).
+    takes_turns = decision.compile and device.type == "cuda" and world == 1
+    turn = gpu_turn(cache_dir(), gpu_uuid(device)) if takes_turns else None
     with _oom_recorded(planned, run, device):  # a retry then plans a smaller run
         while state["step"] < total_steps:
             step = state["step"]
@@ -261,7 +265,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                 for r in rows
             ]
             # The first step holds the compilation (lazy) and the allocator's warm-up: timed on its own.
-            with timer("first_step" if step + 1 == first_step else "train"):
+            first = step + 1 == first_step
+            with (
+                holding(turn if first else None, timer("compile_wait")),
+                timer("first_step" if first else "train"),
+            ):
                 n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]
                 for batch in batches:
                     loss_sum, _ = response_loss_sum(model, batch)
