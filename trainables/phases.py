@@ -16,7 +16,7 @@ import torch
 
 # In the order a trial runs them. "first_step" is the first optimizer step: on a GPU with compile on
 # it holds the compilation (torch.compile compiles lazily, on the first call), after "compile_wait",
-# the wait for the GPU's compile turn (trainables/gpu_turn.py).
+# the wait for the GPU's compile turn (trainables/gpu_peers.py).
 PHASES = (
     "data",
     "load",

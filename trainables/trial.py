@@ -44,7 +44,7 @@ from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import DataConfig, ModelConfig, TrialConfig
 from trainables.data import prepare_data, sample_prompts
-from trainables.gpu_turn import gpu_turn, gpu_uuid, holding
+from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, gpu_uuid, holding
 from trainables.judging import judge_outputs
 from trainables.memory import (
     CUDA_CONTEXT_GB,
@@ -245,10 +245,12 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     # generates once after it ends, for the best trial (sweep/samples.py).
     generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
     measured = False  # the node is told this trial's figures at its first report (ASHA may stop it next)
-    # A compiled trial's first step waits for its GPU's compile turn (trainables/gpu_turn.py).
-    takes_turns = decision.compile and device.type == "cuda" and world == 1
-    turn = gpu_turn(cache_dir(), gpu_uuid(device)) if takes_turns else None
-    with _oom_recorded(planned, run, device):  # a retry then plans a smaller run
+    # The GPU's peers (trainables/gpu_peers.py): a compiled trial's first step waits for the compile
+    # turn; a rate is recorded for the number of trials that trained beside it, seen at every step.
+    peers = device.type == "cuda" and world == 1
+    turn = gpu_turn(cache_dir(), gpu_uuid(device)) if peers and decision.compile else None
+    trainers, window, rate_known = None, RateWindow(), not peers
+    with _oom_recorded(planned, run, device), contextlib.ExitStack() as marks:  # a retry plans smaller
         while state["step"] < total_steps:
             step = state["step"]
             step_rows = plan[step]
@@ -290,6 +292,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             first_tokens += step_tokens if step == first_step else 0
             if step == first_step and compiled_before is not None:  # what the compile's seconds went to
                 fixed["compile_stages"] = compile_stages(compiled_before)
+            if step == first_step and peers:
+                trainers = marks.enter_context(Trainers(cache_dir(), gpu_uuid(device)))
+                window.restart(state["tokens"], timer.seconds.get("train", 0.0))
+            elif trainers is not None:
+                window.saw(trainers.count())
 
             if step % t_cfg.eval_interval == 0 or step == total_steps:
                 # window_tokens already counts every worker's tokens (n_step is global); losses are summed
@@ -344,8 +351,14 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
                         )
                 metrics.update(timer.metrics(), trial_wall_s=time.perf_counter() - trial_start)
                 if not measured and restore is None and world == 1:  # once; this attempt's phases only
-                    _record_measurements(planned, run, metrics, device, step - first_step)
+                    _record_run(planned, run, metrics, device, step - first_step)
                     measured = True
+                if not rate_known:  # the first window whose steps all saw the same number of trainers
+                    rate = window.rate(state["tokens"], timer.seconds.get("train", 0.0))
+                    if rate and window.sharing:
+                        _record_rate(planned, run, device, rate, window.sharing)
+                        rate_known = True
+                    window.restart(state["tokens"], timer.seconds.get("train", 0.0))
                 with timer("report"):
                     try:
                         reporter.report(metrics, ckpt)
@@ -503,33 +516,35 @@ def _oom_recorded(cfg: TrialConfig, run: RunPlan, device: torch.device):
         raise named from err
 
 
-def _record_measurements(
-    cfg: TrialConfig, run: RunPlan, metrics: dict, device: torch.device, steps: int
-) -> None:
-    """Tell the node what this trial measured (trainables/node_stats.py): its memory peak for this run,
-    its steady rate (alone on its GPU: the rate the compile decision uses; shared by k, compiled: what
-    k at once train together, for how many should share a GPU) and the first step's extra seconds
-    when compiled (the CPU measures nothing). Rates only from full micro-batches (FAST_TOKENS, as the
-    default's 16 x 512): the seed study's 4 x 512 ones trained 3 at once at 87% of one trial alone where
-    16 x 512 ones trained at 122% (issue 30), and mixed into one median they would misjudge both."""
+def _record_run(cfg: TrialConfig, run: RunPlan, metrics: dict, device: torch.device, steps: int) -> None:
+    """Tell the node (trainables/node_stats.py) this run's memory peak and, when compiled, the first
+    step's extra seconds (the CPU measures nothing)."""
     if device.type != "cuda":
         return
     peak = torch.cuda.max_memory_reserved(device) / GIB + CUDA_CONTEXT_GB
-    full = run.batch_size * cfg.training.max_seq_len >= FAST_TOKENS
-    rate = (
-        4.0 * _n_params(cfg.model.path, cfg.model.revision) * metrics["train_tokens_per_s"]
-        if steps > 0 and full
-        else None
-    )
     steady = metrics["phase_train_s"] / steps if steps > 0 else None
-    alone = _per_gpu() == 1
     record(
         _node_stats_file(cfg, device),
         peaks={run.key(cfg): round(peak, 2)},
-        shared_flops={_per_gpu(): rate} if rate and not alone and run.compile.compile else {},
-        compiled_flops=rate if alone and run.compile.compile else None,
-        eager_flops=rate if alone and not run.compile.compile else None,
         compile_s=metrics["phase_first_step_s"] - steady if run.compile.compile and steady else None,
+    )
+
+
+def _record_rate(cfg: TrialConfig, run: RunPlan, device: torch.device, tokens_per_s: float, k: int) -> None:
+    """Tell the node this trial's steady rate while k trials trained on its GPU (itself included):
+    alone, the rate the compile decision uses; shared by k, compiled, what k at once train together
+    (how many should share a GPU). Only from full micro-batches (FAST_TOKENS, as the default's
+    16 x 512): the seed study's 4 x 512 ones trained 3 at once at 87% of one trial alone where 16 x 512
+    ones trained at 122% (issue 30), and mixed into one median they would misjudge both."""
+    if run.batch_size * cfg.training.max_seq_len < FAST_TOKENS:
+        return
+    rate = 4.0 * _n_params(cfg.model.path, cfg.model.revision) * tokens_per_s
+    compiled = run.compile.compile
+    record(
+        _node_stats_file(cfg, device),
+        shared_flops={k: rate} if k > 1 and compiled else {},
+        compiled_flops=rate if k == 1 and compiled else None,
+        eager_flops=rate if k == 1 and not compiled else None,
     )
 
 

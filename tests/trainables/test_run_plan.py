@@ -11,7 +11,7 @@ from transformers import AutoConfig
 
 from trainables.compile_policy import COMPILE_S, decide_compile
 from trainables.config import TrialConfig
-from trainables.memory import FRACTION_ENV, estimate
+from trainables.memory import estimate
 from trainables.model import count_trainable_params_for
 from trainables.node_stats import NodeStats, load_stats, record
 from trainables.run_plan import HEADROOM, plan_run, run_key
@@ -223,7 +223,9 @@ def test_a_measured_out_of_memory_of_the_regrouped_run_plans_the_next_smaller_gr
 def test_only_full_micro_batches_teach_the_node_its_rates(tmp_path, monkeypatch, micro_batch):
     """A trial's rate feeds the compile decision and the sharing gain, both judged at the default's
     16 x 512; a 4 x 512 run's rate (3 at once: 87% of one alone where 16 x 512 gave 122%, issue 30) is
-    not recorded, its memory peak is. No GPU here: its two memory readings are faked."""
+    not recorded, its memory peak is. A rate goes under the number of trials that trained beside it
+    (trainables/gpu_peers.py), not the share: alone, it is the compiled rate. No GPU here: its memory
+    reading is faked."""
     import torch
 
     from trainables import trial as trial_mod
@@ -231,15 +233,18 @@ def test_only_full_micro_batches_teach_the_node_its_rates(tmp_path, monkeypatch,
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: 10 * 2**30)
     monkeypatch.setattr(trial_mod, "_node_stats_file", lambda cfg, device: tmp_path / "stats.json")
     monkeypatch.setattr(trial_mod, "_n_params", lambda path, revision: N_PARAMS)
-    monkeypatch.setenv(FRACTION_ENV, "0.3333")  # 3 share the GPU
     cfg = _trial(batch_size=micro_batch, grad_accum=16 // micro_batch, compile=True)
     # As the trial ran it (the plan would regroup 4 x 4 where it fits; on a small share it runs so).
     run = dataclasses.replace(
         _plan(cfg, 26.7, per_gpu=3), batch_size=micro_batch, grad_accum=16 // micro_batch
     )
     metrics = {"train_tokens_per_s": 10_000.0, "phase_train_s": 30.0, "phase_first_step_s": 12.0}
-    trial_mod._record_measurements(cfg, run, metrics, torch.device("cuda"), steps=60)
+    trial_mod._record_run(cfg, run, metrics, torch.device("cuda"), steps=60)
+    trial_mod._record_rate(cfg, run, torch.device("cuda"), 10_000.0, 3)
+    trial_mod._record_rate(cfg, run, torch.device("cuda"), 30_000.0, 1)  # a share's trial that trained alone
     stats = load_stats(tmp_path / "stats.json")
     assert stats.peaks == {run.key(cfg): 10.6}  # the peak always (reserved + the CUDA context)
     assert stats.compile_s == [pytest.approx(11.5)]  # the first step's extra seconds always
-    assert stats.shared_flops == ({"3": [4.0 * N_PARAMS * 10_000.0]} if micro_batch == 16 else {})
+    full = micro_batch == 16
+    assert stats.shared_flops == ({"3": [4.0 * N_PARAMS * 10_000.0]} if full else {})
+    assert stats.compiled_flops == ([4.0 * N_PARAMS * 30_000.0] if full else [])

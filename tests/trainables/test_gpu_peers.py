@@ -1,0 +1,100 @@
+"""The trials of one GPU see each other (trainables/gpu_peers.py): compile turns hold across processes,
+per GPU, and the wait is a phase of its own; trainers are counted per GPU, and a rate counts only for
+steps that saw one number of them."""
+
+import multiprocessing
+
+from filelock import Timeout
+
+from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, holding
+from trainables.phases import PhaseTimer
+
+
+def _hold(cache, uuid, held, done):  # another trial's process, holding its GPU's turn until told
+    with gpu_turn(cache, uuid):
+        held.set()
+        done.wait(60)
+
+
+def test_a_turn_held_by_another_process_keeps_that_gpu_waiting_and_no_other(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    held, done = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_hold, args=(tmp_path, "GPU-a", held, done))
+    other.start()
+    try:
+        assert held.wait(60)
+        try:
+            gpu_turn(tmp_path, "GPU-a").acquire(timeout=0)
+            raise AssertionError("GPU-a's turn was taken twice")
+        except Timeout:
+            pass
+        with gpu_turn(tmp_path, "GPU-b").acquire(timeout=0):  # another GPU's turn is free
+            pass
+    finally:
+        done.set()
+        other.join(60)
+    assert other.exitcode == 0
+    with gpu_turn(tmp_path, "GPU-a").acquire(timeout=0):  # the holder is gone: free again
+        pass
+
+
+def test_the_wait_is_timed_as_its_own_phase_and_the_turn_freed_after_the_block(tmp_path):
+    timer = PhaseTimer()
+    with holding(gpu_turn(tmp_path, "GPU-a"), timer("compile_wait")), timer("first_step"):
+        try:  # held: another holder (a lock file opened again) cannot take it
+            gpu_turn(tmp_path, "GPU-a").acquire(timeout=0)
+            raise AssertionError("the turn was not held in the block")
+        except Timeout:
+            pass
+    assert set(timer.seconds) == {"compile_wait", "first_step"}
+    with gpu_turn(tmp_path, "GPU-a").acquire(timeout=0):
+        pass
+    no_turn = PhaseTimer()
+    with holding(None, no_turn("compile_wait")), no_turn("first_step"):
+        pass
+    assert set(no_turn.seconds) == {"first_step"}
+
+
+def _train_beside(cache, uuid, marked, done):  # another trial's process, training on the GPU until told
+    with Trainers(cache, uuid):
+        marked.set()
+        done.wait(60)
+
+
+def test_trainers_counts_the_processes_training_on_a_gpu_now(tmp_path):
+    me = Trainers(tmp_path, "GPU-a")
+    assert me.count() == 0
+    ctx = multiprocessing.get_context("spawn")
+    marked, done = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_train_beside, args=(tmp_path, "GPU-a", marked, done))
+    other.start()
+    try:
+        assert marked.wait(60)
+        with me:
+            assert me.count() == 2
+            assert Trainers(tmp_path, "GPU-b").count() == 0  # another GPU's trainers are apart
+        assert me.count() == 1
+    finally:
+        done.set()
+        other.join(60)
+    assert me.count() == 0
+    # A killed trainer's mark stays behind, but a dead pid does not count.
+    stale = multiprocessing.get_context("spawn").Process(target=int)
+    stale.start()
+    stale.join(60)
+    (tmp_path / "training-GPU-a" / str(stale.pid)).touch()
+    assert me.count() == 0
+
+
+def test_a_window_gives_a_rate_only_for_steps_that_saw_one_number_of_trainers():
+    window = RateWindow()
+    window.restart(tokens=1000, train_s=10.0)
+    assert window.rate(1000, 10.0) is None  # no step yet
+    window.saw(3)
+    window.saw(3)
+    assert window.sharing == 3 and window.rate(9000, 14.0) == 2000.0
+    window.saw(1)  # one of the three finished (or was still compiling) during the window
+    assert window.sharing is None
+    window.restart(tokens=9000, train_s=14.0)
+    window.saw(1)
+    assert window.sharing == 1 and window.rate(12000, 15.0) == 3000.0

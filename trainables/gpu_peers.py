@@ -1,0 +1,114 @@
+"""The trials sharing a GPU see each other, through files in the node's cache: compile turns, and
+how many of them train at a moment.
+
+**Compile turns.** Trials that start together (a sweep's first wave, or several trials freed by one
+ASHA decision) used to compile at the same moment (issue 30, one H100: three fresh workers' first
+steps 12-20 s each, the GPU idle meanwhile, since a compile is CPU work) and then trained in
+lockstep, so the next wave's compiles fell together again. A compiled trial now holds its GPU's turn
+for its first step: the first trial trains while the second compiles, and so on, and the trials'
+ends, hence the next trials' starts, come apart. The turn is a file lock (filelock's, an flock on
+Linux) named by the GPU's UUID, so it holds across the trial processes of one node, and the kernel
+drops it when its holder dies. Only single-worker trials take turns: ranks of one trial wait for each
+other in their first step, so two multi-GPU trials each holding one GPU's turn would deadlock.
+
+**Who trains now.** A trial's steady rate tells the planner what k trials sharing a GPU train
+together (trainables/node_stats.py), but with turns the k trials of a share do not all train at
+once: the first one trains alone while the others wait or compile (issue 30: a trial recorded as
+"3 sharing" trained alone at 30.5k tokens/s, and the node concluded that 3 at once train at 152% of
+one). Each training process therefore marks itself in a folder per GPU (a file named by its pid,
+stale ones of dead processes ignored), and a rate counts only over steps that saw one and the same
+number of trainers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+
+def gpu_uuid(device: torch.device) -> str:
+    """The GPU's UUID: the same in every process of the node, whatever CUDA_VISIBLE_DEVICES numbers it."""
+    return str(torch.cuda.get_device_properties(device).uuid)
+
+
+def gpu_turn(cache: Path, uuid: str) -> FileLock:
+    """The compile turn of the GPU `uuid` names: a context manager that waits for it."""
+    cache.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(cache / f"compile-turn-{uuid}.lock"))
+
+
+@contextlib.contextmanager
+def holding(turn: FileLock | None, waiting: contextlib.AbstractContextManager) -> Iterator[None]:
+    """Hold `turn` for the block (no turn: just run it); `waiting` is entered while waiting for it
+    (a trial's phase timer, so that the wait is a phase of its own and not part of the compile)."""
+    if turn is None:
+        yield
+        return
+    with waiting:
+        turn.acquire()
+    try:
+        yield
+    finally:
+        turn.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+class Trainers:
+    """This process's mark as a trainer on the GPU `uuid` while entered; `count()` is how many
+    processes of the node train on it now (this one included when entered)."""
+
+    def __init__(self, cache: Path, uuid: str):
+        self.folder = cache / f"training-{uuid}"
+        self.mark = self.folder / str(os.getpid())
+
+    def __enter__(self) -> Trainers:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.mark.touch()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mark.unlink(missing_ok=True)
+
+    def count(self) -> int:
+        try:
+            marks = list(self.folder.iterdir())
+        except FileNotFoundError:
+            return 0
+        return sum(1 for m in marks if m.name.isdigit() and _alive(int(m.name)))
+
+
+class RateWindow:
+    """The steady rate of the steps since the last `restart`, and whether one number of trainers saw
+    them all (`sharing`: that number, else None)."""
+
+    def __init__(self):
+        self.restart(0, 0.0)
+
+    def restart(self, tokens: int, train_s: float) -> None:
+        self.tokens0, self.train_s0, self.counts = tokens, train_s, set()
+
+    def saw(self, trainers: int) -> None:
+        self.counts.add(trainers)
+
+    @property
+    def sharing(self) -> int | None:
+        return next(iter(self.counts)) if len(self.counts) == 1 else None
+
+    def rate(self, tokens: int, train_s: float) -> float | None:
+        """Tokens per second of the window's steps (None before any step)."""
+        seconds = train_s - self.train_s0
+        return (tokens - self.tokens0) / seconds if self.counts and seconds > 0 else None
