@@ -2,38 +2,44 @@
 per GPU, and the wait is a phase of its own; trainers are counted per GPU, and a rate counts only for
 steps that saw one number of them."""
 
+import contextlib
 import multiprocessing
 
+import pytest
 from filelock import Timeout
 
 from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, holding
 from trainables.phases import PhaseTimer
 
 
-def _hold(cache, uuid, held, done):  # another trial's process, holding its GPU's turn until told
-    with gpu_turn(cache, uuid):
-        held.set()
+def _enter_and_wait(kind, cache, uuid, entered, done):  # another trial's process, until told
+    with (gpu_turn if kind == "turn" else Trainers)(cache, uuid):
+        entered.set()
         done.wait(60)
 
 
-def test_a_turn_held_by_another_process_keeps_that_gpu_waiting_and_no_other(tmp_path):
+@contextlib.contextmanager
+def _another_process(kind, cache, uuid):
+    """Another process holding the GPU's compile turn ("turn") or training on it ("trainer")."""
     ctx = multiprocessing.get_context("spawn")
-    held, done = ctx.Event(), ctx.Event()
-    other = ctx.Process(target=_hold, args=(tmp_path, "GPU-a", held, done))
+    entered, done = ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_enter_and_wait, args=(kind, cache, uuid, entered, done))
     other.start()
     try:
-        assert held.wait(60)
-        try:
-            gpu_turn(tmp_path, "GPU-a").acquire(timeout=0)
-            raise AssertionError("GPU-a's turn was taken twice")
-        except Timeout:
-            pass
-        with gpu_turn(tmp_path, "GPU-b").acquire(timeout=0):  # another GPU's turn is free
-            pass
+        assert entered.wait(60)
+        yield
     finally:
         done.set()
         other.join(60)
     assert other.exitcode == 0
+
+
+def test_a_turn_held_by_another_process_keeps_that_gpu_waiting_and_no_other(tmp_path):
+    with _another_process("turn", tmp_path, "GPU-a"):
+        with pytest.raises(Timeout):
+            gpu_turn(tmp_path, "GPU-a").acquire(timeout=0)
+        with gpu_turn(tmp_path, "GPU-b").acquire(timeout=0):  # another GPU's turn is free
+            pass
     with gpu_turn(tmp_path, "GPU-a").acquire(timeout=0):  # the holder is gone: free again
         pass
 
@@ -41,11 +47,8 @@ def test_a_turn_held_by_another_process_keeps_that_gpu_waiting_and_no_other(tmp_
 def test_the_wait_is_timed_as_its_own_phase_and_the_turn_freed_after_the_block(tmp_path):
     timer = PhaseTimer()
     with holding(gpu_turn(tmp_path, "GPU-a"), timer("compile_wait")), timer("first_step"):
-        try:  # held: another holder (a lock file opened again) cannot take it
+        with pytest.raises(Timeout):  # held: another holder (the lock file opened again) cannot take it
             gpu_turn(tmp_path, "GPU-a").acquire(timeout=0)
-            raise AssertionError("the turn was not held in the block")
-        except Timeout:
-            pass
     assert set(timer.seconds) == {"compile_wait", "first_step"}
     with gpu_turn(tmp_path, "GPU-a").acquire(timeout=0):
         pass
@@ -55,28 +58,14 @@ def test_the_wait_is_timed_as_its_own_phase_and_the_turn_freed_after_the_block(t
     assert set(no_turn.seconds) == {"first_step"}
 
 
-def _train_beside(cache, uuid, marked, done):  # another trial's process, training on the GPU until told
-    with Trainers(cache, uuid):
-        marked.set()
-        done.wait(60)
-
-
 def test_trainers_counts_the_processes_training_on_a_gpu_now(tmp_path):
     me = Trainers(tmp_path, "GPU-a")
     assert me.count() == 0
-    ctx = multiprocessing.get_context("spawn")
-    marked, done = ctx.Event(), ctx.Event()
-    other = ctx.Process(target=_train_beside, args=(tmp_path, "GPU-a", marked, done))
-    other.start()
-    try:
-        assert marked.wait(60)
+    with _another_process("trainer", tmp_path, "GPU-a"):
         with me:
             assert me.count() == 2
             assert Trainers(tmp_path, "GPU-b").count() == 0  # another GPU's trainers are apart
         assert me.count() == 1
-    finally:
-        done.set()
-        other.join(60)
     assert me.count() == 0
     # A killed trainer's mark stays behind, but a dead pid does not count.
     stale = multiprocessing.get_context("spawn").Process(target=int)
