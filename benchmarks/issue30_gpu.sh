@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
-#   STEPS="single defaults cap24 cap40 six seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+#   STEPS="single defaults cap24 cap40 six micro32 seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
 #   (seed-bg starts the seed study detached, on a warm machine: it outlives the call; seed-wait, in the next
 #   call, waits for it and packs what it wrote)
 # single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
@@ -33,6 +33,9 @@ for step in ${STEPS:-single defaults}; do
   start=$(date +%s)
   case $step in
     single) bench 240 single --skip-sweep ;;
+    micro32)  # one trial at 16 x 512 and at 32 x 512 micro-batches: what a larger batch (or several
+      # adapters over one base in one process, issue 30's item 4) could add over 16 x 512
+      bench 300 micro32 --skip-sweep --single-sets "training.compile=true" "training.compile=true;training.batch_size=32" ;;
     defaults) bench 300 defaults --skip-single ;;
     six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
     cap24|cap40)
