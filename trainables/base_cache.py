@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 
 import torch
+from torch._dynamo.utils import counters
 
 from trainables.config import ModelConfig, QuantizationConfig
 from trainables.model import load_base_model
@@ -27,9 +28,11 @@ class _Held:
     key: str | None = None
     model: object | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"loads": 0, "reuses": 0})
+    graphs_at_reset: int = 0  # dynamo's graph count when its caches were last emptied
 
 
 _HELD = _Held()
+MAX_KEPT_GRAPHS = 8  # compiled shapes a worker keeps (dynamo's own limit per code is 8 or more)
 
 
 def base_key(model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str) -> str:
@@ -65,9 +68,24 @@ def release_base(
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl, compiled = None, True
     if compiled:
-        torch._dynamo.reset()  # the next trial's layers are new objects: their graphs are traced anew
+        forget_graphs_if_many()
     base.train(False)
     _HELD.key, _HELD.model = base_key(model, q, device, attn), base
+
+
+def forget_graphs_if_many() -> None:
+    """Keep this process's compiled graphs for its next trials, unless many have piled up.
+
+    Dynamo guards a graph on what it depends on (the modules' types and shapes, LoRA's scaling, the
+    dropout modules), not on the parameter objects: the next trial with the same shape (another
+    learning rate, seed or alpha-to-rank ratio) runs the graph compiled before, with no compile at all,
+    and a trial of another shape compiles its own (tests/trainables/test_base_cache.py). Each shape is
+    a cache entry of the decoder layer's code, so after many, the oldest are dropped all at once
+    rather than letting dynamo hit its per-code limit, where it would fall back to eager."""
+    graphs = counters["stats"]["unique_graphs"]
+    if graphs - _HELD.graphs_at_reset >= MAX_KEPT_GRAPHS:
+        torch._dynamo.reset()
+        _HELD.graphs_at_reset = counters["stats"]["unique_graphs"]
 
 
 def drop_held() -> None:

@@ -517,16 +517,18 @@ def _oom_recorded(cfg: TrialConfig, run: RunPlan, device: torch.device):
 
 
 def _record_run(cfg: TrialConfig, run: RunPlan, metrics: dict, device: torch.device, steps: int) -> None:
-    """Tell the node (trainables/node_stats.py) this run's memory peak and, when compiled, the first
-    step's extra seconds (the CPU measures nothing)."""
+    """Tell the node (trainables/node_stats.py) this run's memory peak and, when it compiled, the first
+    step's extra seconds (the CPU measures nothing). A reused worker's trial of a shape it ran before
+    compiles nothing (trainables/base_cache.py): that is no figure for what a compile costs."""
     if device.type != "cuda":
         return
     peak = torch.cuda.max_memory_reserved(device) / GIB + CUDA_CONTEXT_GB
     steady = metrics["phase_train_s"] / steps if steps > 0 else None
+    compiled_now = run.compile.compile and metrics.get("compile_stages", "none") != "none"
     record(
         _node_stats_file(cfg, device),
         peaks={run.key(cfg): round(peak, 2)},
-        compile_s=metrics["phase_first_step_s"] - steady if run.compile.compile and steady else None,
+        compile_s=metrics["phase_first_step_s"] - steady if compiled_now and steady else None,
     )
 
 

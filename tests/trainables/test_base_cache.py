@@ -82,3 +82,83 @@ def test_a_different_base_is_loaded_and_the_held_one_freed(tiny_model_dir, tmp_p
         PrintReporter(tmp_path / "b", echo=lambda _: None),
     )
     assert other["base_reused"] is False  # 16-bit is another base: loaded, the 4-bit one dropped
+
+
+def _compiled_trial(tiny_model_dir, lora, compiled: bool = True):
+    """One trial's compiled forward and backward on the worker's held base (bits 16, CPU): the graphs it
+    compiled, its output and its LoRA gradients. `aot_eager`: dynamo's guards and AOT autograd as a
+    sweep compiles them, without Inductor's C++ build."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from trainables.config import ModelConfig, QuantizationConfig
+    from trainables.model import attach_lora, compile_decoder_layers
+
+    model_cfg, q, device = (
+        ModelConfig(path=str(tiny_model_dir)),
+        QuantizationConfig(bits=16),
+        torch.device("cpu"),
+    )
+    ids = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0))
+    base, _ = base_cache.acquire_base(model_cfg, q, device, "sdpa")
+    model = attach_lora(base, lora, seed=1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # as after some training: B leaves zero
+            torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(2))
+    if compiled:
+        compile_decoder_layers(model, backend="aot_eager")
+    graphs = counters["stats"]["unique_graphs"]
+    model.eval()  # dropout off: the eager reference must compute the same function
+    out = model.get_base_model().get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+    out.float().pow(2).sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    new = counters["stats"]["unique_graphs"] - graphs
+    base_cache.release_base(model, model_cfg, q, device, "sdpa")
+    return new, out.detach(), grads
+
+
+def test_a_reused_worker_keeps_its_compiled_graphs_for_the_next_trial_of_a_shape(tiny_model_dir):
+    """Dynamo guards a compiled decoder layer on the modules' shapes and settings, not on the LoRA
+    parameter objects: the next trial of the same shape on this worker's held base runs the graph
+    compiled before (no compile), another shape (rank, alpha, dropout) gets its own, and every one of
+    them computes what the eager model does."""
+    import torch
+
+    from trainables.config import LoraConfig
+
+    base_cache.drop_held()
+    torch._dynamo.reset()
+    r4 = LoraConfig(r=4, target_modules="all-linear")
+    shapes = [
+        r4,
+        r4,
+        LoraConfig(r=8, target_modules="all-linear"),
+        r4.model_copy(update={"alpha": 4.0}),
+        r4.model_copy(update={"dropout": 0.05}),
+        r4,
+    ]
+    runs = [_compiled_trial(tiny_model_dir, lora) for lora in shapes]
+    assert [new for new, _, _ in runs] == [1, 0, 1, 1, 1, 0]  # compiled once per shape, then reused
+    for lora, (_, out, grads) in zip(shapes, runs, strict=True):
+        _, eager_out, eager_grads = _compiled_trial(tiny_model_dir, lora, compiled=False)
+        assert torch.allclose(out, eager_out, atol=1e-6)
+        assert all(torch.allclose(grads[n], eager_grads[n], atol=1e-6) for n in eager_grads)
+    base_cache.drop_held()
+
+
+def test_a_worker_forgets_its_graphs_once_many_have_piled_up(tiny_model_dir, monkeypatch):
+    """Past MAX_KEPT_GRAPHS shapes the cache is emptied (before dynamo's per-code limit, where it would
+    run new shapes eagerly): a shape seen before compiles again."""
+    import torch
+
+    from trainables.config import LoraConfig
+
+    monkeypatch.setattr(base_cache, "MAX_KEPT_GRAPHS", 2)
+    base_cache.drop_held()
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(base_cache._HELD, "graphs_at_reset", counters["stats"]["unique_graphs"])
+    r4, r8 = LoraConfig(r=4, target_modules="attention"), LoraConfig(r=8, target_modules="attention")
+    assert [_compiled_trial(tiny_model_dir, lora)[0] for lora in (r4, r4, r8, r4)] == [1, 0, 1, 1]
+    base_cache.drop_held()

@@ -239,12 +239,14 @@ def test_only_full_micro_batches_teach_the_node_its_rates(tmp_path, monkeypatch,
         _plan(cfg, 26.7, per_gpu=3), batch_size=micro_batch, grad_accum=16 // micro_batch
     )
     metrics = {"train_tokens_per_s": 10_000.0, "phase_train_s": 30.0, "phase_first_step_s": 12.0}
-    trial_mod._record_run(cfg, run, metrics, torch.device("cuda"), steps=60)
+    trial_mod._record_run(cfg, run, {**metrics, "compile_stages": "total 11.0s"}, torch.device("cuda"), 60)
+    # A reused worker's trial of a shape it compiled before compiles nothing: no compile figure.
+    trial_mod._record_run(cfg, run, {**metrics, "compile_stages": "none"}, torch.device("cuda"), 60)
     trial_mod._record_rate(cfg, run, torch.device("cuda"), 10_000.0, 3)
     trial_mod._record_rate(cfg, run, torch.device("cuda"), 30_000.0, 1)  # a share's trial that trained alone
     stats = load_stats(tmp_path / "stats.json")
     assert stats.peaks == {run.key(cfg): 10.6}  # the peak always (reserved + the CUDA context)
-    assert stats.compile_s == [pytest.approx(11.5)]  # the first step's extra seconds always
+    assert stats.compile_s == [pytest.approx(11.5)]  # the first step's extra seconds, when it compiled
     full = micro_batch == 16
     assert stats.shared_flops == ({"3": [4.0 * N_PARAMS * 10_000.0]} if full else {})
     assert stats.compiled_flops == ([4.0 * N_PARAMS * 30_000.0] if full else [])
