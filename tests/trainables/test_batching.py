@@ -53,3 +53,32 @@ def test_no_attention_across_examples(tiny_model_dir):
     torch.testing.assert_close(a[0, start:], b[0, start:])  # the second example never saw the first
     torch.testing.assert_close(a[0, start:], alone[0], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(a[0, :start], b[0, :start])  # ...while the first one did change
+
+
+def test_packed_eval_batches_hold_16_x_512_tokens_and_score_as_the_configured_batch_would(tiny_model_dir):
+    """A small configured batch (the seed study's 4 x 512) no longer means 4-row eval batches: 11 eager
+    forwards of the base an eval where 3 do. The rows and the loss are those of the 4-row grouping."""
+    import datasets
+
+    from evaluation.loss import eval_loss_sums
+    from trainables.batching import EVAL_TOKENS, eval_batches, trial_eval_batches
+    from trainables.config import TrainingConfig
+
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for _ in range(60):
+        n, prompt = int(torch.randint(40, 120, (1,), generator=g)), 8
+        ids = torch.randint(4, 500, (n,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    ds = datasets.Dataset.from_list(rows)
+    training = TrainingConfig(batch_size=4, grad_accum=4, max_seq_len=128, packing=True)
+    batches = trial_eval_batches(training, ds, pad_id=0)
+    four_rows = eval_batches(ds, 8, 0, None, (4, 128))  # as the configured batch grouped them before
+    assert all(b["input_ids"].shape == (EVAL_TOKENS // 128, 128) for b in batches[:-1])
+    assert len(batches) < len(four_rows)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        total, count = eval_loss_sums(model, batches)
+        total4, count4 = eval_loss_sums(model, four_rows)
+    assert count == count4 > 0
+    assert abs(total / count - total4 / count4) < 1e-5
