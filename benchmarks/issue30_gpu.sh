@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
-#   STEPS="single defaults cap24 cap40 six micro32 seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+#   STEPS="single defaults cap24 cap40 six micro32 budget seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
 #   (seed-bg starts the seed study detached, on a warm machine: it outlives the call; seed-wait, in the next
 #   call, waits for it and packs what it wrote)
 # single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
@@ -33,6 +33,14 @@ for step in ${STEPS:-single defaults}; do
   start=$(date +%s)
   case $step in
     single) bench 240 single --skip-sweep ;;
+    budget)  # a seed-study trial's shape (all-linear+lm_head, dropout 0.05, 16 x 512) alone at activation
+      # memory budgets 1.0, 0.9 and 0.6 (benchmarks/probe_site): its peak and rate each
+      for b in 1.0 0.9 0.6; do
+        QLORA_PROBE_BUDGET=$b PYTHONPATH=$PWD/benchmarks/probe_site:$PYTHONPATH bench 200 "budget-$b" --skip-sweep \
+          --single-sets "training.compile=true;lora.dropout=0.05;lora.target_modules=all-linear+lm_head"
+        python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['single']; [print(sys.argv[2], k, v.get('peak_mem_gb'), v.get('train_tokens_per_s'), v.get('error','')[-300:]) for k,v in r.items()]" \
+          "$R/budget-$b/sweep_bench.json" "$b" | tee -a "$R/budget.txt"
+      done ;;
     micro32)  # one trial at 16 x 512 and at 32 x 512 micro-batches: what a larger batch (or several
       # adapters over one base in one process, issue 30's item 4) could add over 16 x 512
       bench 300 micro32 --skip-sweep --single-sets "training.compile=true" "training.compile=true;training.batch_size=32" ;;
