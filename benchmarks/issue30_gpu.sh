@@ -34,9 +34,11 @@ for step in ${STEPS:-single defaults}; do
   case $step in
     single) bench 240 single --skip-sweep ;;
     budget)  # a seed-study trial's shape (all-linear+lm_head, dropout 0.05, 16 x 512) alone at activation
-      # memory budgets 1.0, 0.9 and 0.6 (benchmarks/probe_site): its peak and rate each
+      # memory budgets 1.0, 0.9 and 0.6 (benchmarks/probe_site): its peak and rate each, in a cache of
+      # their own (their peaks and rates must not teach the sweeps' node stats, nor one budget's compiled graphs serve another)
       for b in 1.0 0.9 0.6; do
-        QLORA_PROBE_BUDGET=$b PYTHONPATH=$PWD/benchmarks/probe_site:$PYTHONPATH bench 200 "budget-$b" --skip-sweep \
+        QLORA_PROBE_BUDGET=$b PYTHONPATH=$PWD/benchmarks/probe_site:$PYTHONPATH QLORA_SWEEP_CACHE=/tmp/probe-cache-$b \
+          bench 200 "budget-$b" --skip-sweep \
           --single-sets "training.compile=true;lora.dropout=0.05;lora.target_modules=all-linear+lm_head"
         python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['single']; [print(sys.argv[2], k, v.get('peak_mem_gb'), v.get('train_tokens_per_s'), v.get('error','')[-300:]) for k,v in r.items()]" \
           "$R/budget-$b/sweep_bench.json" "$b" | tee -a "$R/budget.txt"

@@ -32,7 +32,7 @@ class _Held:
 
 
 _HELD = _Held()
-MAX_KEPT_GRAPHS = 8  # compiled shapes a worker keeps (dynamo's own limit per code is 8 or more)
+MAX_KEPT_GRAPHS = 8  # graphs a worker compiles before it drops them (dynamo's limit per code: 8 or more)
 
 
 def base_key(model: ModelConfig, q: QuantizationConfig, device: torch.device, attn: str) -> str:
@@ -78,10 +78,11 @@ def forget_graphs_if_many() -> None:
 
     Dynamo guards a graph on what it depends on (the modules' types and shapes, LoRA's scaling, the
     dropout modules), not on the parameter objects: the next trial with the same shape (another
-    learning rate, seed or alpha-to-rank ratio) runs the graph compiled before, with no compile at all,
-    and a trial of another shape compiles its own (tests/trainables/test_base_cache.py). Each shape is
-    a cache entry of the decoder layer's code, so after many, the oldest are dropped all at once
-    rather than letting dynamo hit its per-code limit, where it would fall back to eager."""
+    learning rate or seed) runs the graph compiled before, with no compile at all, and a trial of
+    another shape (rank, alpha, dropout) compiles its own (tests/trainables/test_base_cache.py). Each
+    is a cache entry of the decoder layer's code, so once MAX_KEPT_GRAPHS graphs were compiled (dynamo's
+    count: graph breaks would count too) all are dropped at once, before dynamo's per-code limit
+    would send new shapes to eager."""
     graphs = counters["stats"]["unique_graphs"]
     if graphs - _HELD.graphs_at_reset >= MAX_KEPT_GRAPHS:
         torch._dynamo.reset()

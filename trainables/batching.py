@@ -67,7 +67,7 @@ def eval_batches(
     bucket_max: int | None = None,
 ) -> list[dict]:
     """Fixed eval batches, the same for every trial: unpacked rows sorted by length (little padding),
-    or packed rows padded to `shape` (the training shape, so eval reuses the compiled static graphs).
+    or packed rows padded to `shape`.
     `bucket_max` (unpacked, compiled): each batch padded to `batch_size` rows x its length bucket."""
     if shape is not None:
         packed = pack(ds, shape[1])
@@ -99,7 +99,9 @@ def trial_eval_batches(training, ds: datasets.Dataset, pad_id: int, bucketed: bo
     benchmark use these too, so every eval loss of an adapter is the same computation (padding to a
     length bucket when compiled adds pad positions only, which carry no loss). Packed rows go at least
     EVAL_TOKENS to a batch: the seed study's 4 x 512 made 11 eager forwards of a 3B base an eval, 8
-    evals a trial, where 3 of 16 x 512 do (no gradients, the head in chunks: little memory)."""
+    evals a trial, where 3 of 16 x 512 do. No gradients and the head in chunks (evaluation/loss.py):
+    ~1 GB of transient memory on the 3B shape, below what a training step of 2 x 512 keeps. A
+    `training.eval_batches` cap counts these batches."""
     rows = max(training.batch_size, EVAL_TOKENS // training.max_seq_len)
     shape = (rows, training.max_seq_len) if training.packing else None
     bucket_max = training.max_seq_len if bucketed and not training.packing else None

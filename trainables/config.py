@@ -161,7 +161,11 @@ class TrainingConfig(Strict):
     eval_interval: int = Field(
         50, gt=0, description="Optimizer steps between reports (eval loss, checkpoint); ASHA's rungs."
     )
-    eval_batches: int | None = Field(None, gt=0, description="Cap on eval batches per report (None = all).")
+    eval_batches: int | None = Field(
+        None,
+        gt=0,
+        description="Cap on eval batches per report (None = all); packed, a batch holds at least 16 x 512 tokens.",
+    )
     keep_checkpoints: int = Field(2, ge=1, description="Adapter checkpoints kept on disk per trial.")
     compile: bool | Literal["auto"] = Field(
         "auto",

@@ -15,20 +15,29 @@ other in their first step, so two multi-GPU trials each holding one GPU's turn w
 together (trainables/node_stats.py), but with turns the k trials of a share do not all train at
 once: the first one trains alone while the others wait or compile (issue 30: a trial recorded as
 "3 sharing" trained alone at 30.5k tokens/s, and the node concluded that 3 at once train at 152% of
-one). Each training process therefore marks itself in a folder per GPU (a file named by its pid,
-stale ones of dead processes ignored), and a rate counts only over steps that saw one and the same
-number of trainers.
+one). Each trial therefore marks itself in a folder per GPU (a file named by its pid, stale ones of
+dead processes ignored) from the end of its first step to its own end, evaluations and checkpoints
+included, and a rate counts only over steps that saw one and the same number of marks. A peer still
+loading or compiling (CPU work, besides one step) is not counted; a reused pid of a killed trial's
+process would be, until the mark's folder is next cleaned (a rare, short overcount).
+
+A turn is waited for at most TURN_WAIT_S: a holder that hangs (the kernel only drops the lock of one
+that dies) would otherwise hold every compiled trial of its GPU; past that the trial compiles anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
+TURN_WAIT_S = 600.0  # longer than any compile seen (a fresh worker's: 8-21 s on an H100)
 
 
 def gpu_uuid(device: torch.device) -> str:
@@ -49,8 +58,13 @@ def holding(turn: FileLock | None, waiting: contextlib.AbstractContextManager) -
     if turn is None:
         yield
         return
-    with waiting:
-        turn.acquire()
+    try:
+        with waiting:
+            turn.acquire(timeout=TURN_WAIT_S)
+    except Timeout:
+        log.warning("the GPU's compile turn was held for over %.0f s: compiling without it", TURN_WAIT_S)
+        yield
+        return
     try:
         yield
     finally:
@@ -69,7 +83,7 @@ def _alive(pid: int) -> bool:
 
 class Trainers:
     """This process's mark as a trainer on the GPU `uuid` while entered; `count()` is how many
-    processes of the node train on it now (this one included when entered)."""
+    processes of the node are marked on it now (this one included when entered)."""
 
     def __init__(self, cache: Path, uuid: str):
         self.folder = cache / f"training-{uuid}"

@@ -173,7 +173,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
         rows_per_worker = -(-t_cfg.batch_size // world)
         shape = (rows_per_worker, t_cfg.max_seq_len) if t_cfg.packing else None
         bucketed = decision.compile and not t_cfg.packing
-        # Evals run eager (no buckets needed) on the configured batch: the same batches whatever the plan.
+        # Evals run eager (no buckets needed) on batches from the configured training (packed: at least
+        # 16 x 512 tokens each): the same batches whatever the plan.
         evals = trial_eval_batches(planned.training, data.eval, tokenizer.pad_token_id)
 
     # 2. Model: quantized frozen base (held from this process's last trial when it matches: the sweep

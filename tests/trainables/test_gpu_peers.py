@@ -87,3 +87,18 @@ def test_a_window_gives_a_rate_only_for_steps_that_saw_one_number_of_trainers():
     window.restart(tokens=9000, train_s=14.0)
     window.saw(1)
     assert window.sharing == 1 and window.rate(12000, 15.0) == 3000.0
+
+
+def test_a_turn_held_too_long_is_given_up_and_the_trial_goes_on(tmp_path, monkeypatch, caplog):
+    """A holder that hangs keeps its lock (the kernel drops only a dead one's): past TURN_WAIT_S the
+    trial compiles without the turn instead of waiting for ever."""
+    from trainables import gpu_peers
+
+    monkeypatch.setattr(gpu_peers, "TURN_WAIT_S", 0.05)
+    timer = PhaseTimer()
+    ran = False
+    with _another_process("turn", tmp_path, "GPU-a"):
+        with holding(gpu_turn(tmp_path, "GPU-a"), timer("compile_wait")), timer("first_step"):
+            ran = True
+    assert ran and "compiling without it" in caplog.text
+    assert timer.seconds["compile_wait"] >= 0.05
