@@ -59,9 +59,9 @@ def test_remote_code_refused_unless_allowed(tmp_path, tiny_model_dir):
 def test_an_adapter_on_lm_head_is_saved_without_the_frozen_head_and_loads_back_the_same(
     tmp_path, tiny_model_dir
 ):
-    """peft would save the whole lm_head with an adapter that targets it (205 MB a checkpoint on the 3B
-    seed model); the frozen head is the base's, so the adapter holds LoRA weights only and still
-    reproduces the trained model's outputs."""
+    """Saved without a state dict, peft would add the whole frozen lm_head to an adapter that targets it
+    (205 MB on the 3B seed model); the head is the base's, so the adapter holds LoRA weights only and
+    still reproduces the trained model's outputs."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from safetensors.torch import load_file
