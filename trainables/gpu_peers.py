@@ -16,10 +16,10 @@ together (trainables/node_stats.py), but with turns the k trials of a share do n
 once: the first one trains alone while the others wait or compile (issue 30: a trial recorded as
 "3 sharing" trained alone at 30.5k tokens/s, and the node concluded that 3 at once train at 152% of
 one). Each trial therefore marks itself in a folder per GPU (a file named by its pid, stale ones of
-dead processes ignored) from the end of its first step to its own end, evaluations and checkpoints
+dead processes removed) from the end of its first step to its own end, evaluations and checkpoints
 included, and a rate counts only over steps that saw one and the same number of marks. A peer still
-loading or compiling (CPU work, besides one step) is not counted; a reused pid of a killed trial's
-process would be, until the mark's folder is next cleaned (a rare, short overcount).
+loading or compiling (CPU work, besides one step) is not counted; a killed trial's pid, reused by a
+new process before the next count removed its mark, would be (a rare overcount).
 
 A turn is waited for at most TURN_WAIT_S: a holder that hangs (the kernel only drops the lock of one
 that dies) would otherwise hold every compiled trial of its GPU; past that the trial compiles anyway.
@@ -98,11 +98,18 @@ class Trainers:
         self.mark.unlink(missing_ok=True)
 
     def count(self) -> int:
+        """Marks of living processes; a dead one's (a killed trial's) is removed on the way."""
         try:
-            marks = list(self.folder.iterdir())
+            marks = [m for m in self.folder.iterdir() if m.name.isdigit()]
         except FileNotFoundError:
             return 0
-        return sum(1 for m in marks if m.name.isdigit() and _alive(int(m.name)))
+        living = 0
+        for m in marks:
+            if _alive(int(m.name)):
+                living += 1
+            else:
+                m.unlink(missing_ok=True)
+        return living
 
 
 class RateWindow:

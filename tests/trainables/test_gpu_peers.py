@@ -73,6 +73,7 @@ def test_trainers_counts_the_processes_training_on_a_gpu_now(tmp_path):
     stale.join(60)
     (tmp_path / "training-GPU-a" / str(stale.pid)).touch()
     assert me.count() == 0
+    assert not (tmp_path / "training-GPU-a" / str(stale.pid)).exists()  # and removed
 
 
 def test_a_window_gives_a_rate_only_for_steps_that_saw_one_number_of_trainers():
