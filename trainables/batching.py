@@ -15,6 +15,7 @@ import torch
 from trl.data_utils import pack_dataset
 
 from trainables.compile_policy import bucket_width
+from trainables.run_plan import FAST_TOKENS
 
 
 def pack(ds: datasets.Dataset, max_seq_len: int) -> datasets.Dataset:
@@ -90,19 +91,16 @@ def bucket_shape(rows: list[dict], n_rows: int, max_len: int) -> tuple[int, int]
     return n_rows, bucket_width(max(len(r["input_ids"]) for r in rows), max_len)
 
 
-EVAL_TOKENS = 16 * 512  # packed eval rows per batch: at least this many tokens (the default micro-batch's)
-
-
 def trial_eval_batches(training, ds: datasets.Dataset, pad_id: int, bucketed: bool = False) -> list[dict]:
     """The eval batches a trial scores with, per its `training` config (all of them: each worker takes
     its share, so the set does not depend on the worker count). `qlora-sweep eval` and the quality
     benchmark use these too, so every eval loss of an adapter is the same computation (padding to a
     length bucket when compiled adds pad positions only, which carry no loss). Packed rows go at least
-    EVAL_TOKENS to a batch: the seed study's 4 x 512 made 11 eager forwards of a 3B base an eval, 8
+    FAST_TOKENS (the default micro-batch's 16 x 512) to a batch: the seed study's 4 x 512 made 11 eager forwards of a 3B base an eval, 8
     evals a trial, where 3 of 16 x 512 do. No gradients and the head in chunks (evaluation/loss.py):
     ~1 GB of transient memory on the 3B shape, below what a training step of 2 x 512 keeps. A
     `training.eval_batches` cap counts these batches."""
-    rows = max(training.batch_size, EVAL_TOKENS // training.max_seq_len)
+    rows = max(training.batch_size, FAST_TOKENS // training.max_seq_len)
     shape = (rows, training.max_seq_len) if training.packing else None
     bucket_max = training.max_seq_len if bucketed and not training.packing else None
     return eval_batches(ds, training.batch_size * 2, pad_id, training.eval_batches, shape, bucket_max)

@@ -249,7 +249,8 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     # The GPU's peers (trainables/gpu_peers.py): a compiled trial's first step waits for the compile
     # turn; a rate is recorded for the number of trials that trained beside it, seen at every step.
     peers = device.type == "cuda" and world == 1
-    turn = gpu_turn(cache_dir(), gpu_uuid(device)) if peers and decision.compile else None
+    uuid = gpu_uuid(device) if peers else None
+    turn = gpu_turn(cache_dir(), uuid) if peers and decision.compile else None
     trainers, window, rate_known = None, RateWindow(), not peers
     with _oom_recorded(planned, run, device), contextlib.ExitStack() as marks:  # a retry plans smaller
         while state["step"] < total_steps:
@@ -294,7 +295,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             if step == first_step and compiled_before is not None:  # what the compile's seconds went to
                 fixed["compile_stages"] = compile_stages(compiled_before)
             if step == first_step and peers:
-                trainers = marks.enter_context(Trainers(cache_dir(), gpu_uuid(device)))
+                trainers = marks.enter_context(Trainers(cache_dir(), uuid))
                 window.restart(state["tokens"], timer.seconds.get("train", 0.0))
             elif trainers is not None:
                 window.saw(trainers.count())

@@ -61,8 +61,9 @@ def test_packed_eval_batches_hold_16_x_512_tokens_and_score_as_the_configured_ba
     import datasets
 
     from evaluation.loss import eval_loss_sums
-    from trainables.batching import EVAL_TOKENS, eval_batches, trial_eval_batches
+    from trainables.batching import eval_batches, trial_eval_batches
     from trainables.config import TrainingConfig
+    from trainables.run_plan import FAST_TOKENS
 
     g = torch.Generator().manual_seed(1)
     rows = []
@@ -74,7 +75,7 @@ def test_packed_eval_batches_hold_16_x_512_tokens_and_score_as_the_configured_ba
     training = TrainingConfig(batch_size=4, grad_accum=4, max_seq_len=128, packing=True)
     batches = trial_eval_batches(training, ds, pad_id=0)
     four_rows = eval_batches(ds, 8, 0, None, (4, 128))  # as the configured batch grouped them before
-    assert all(b["input_ids"].shape == (EVAL_TOKENS // 128, 128) for b in batches[:-1])
+    assert all(b["input_ids"].shape == (FAST_TOKENS // 128, 128) for b in batches[:-1])
     assert len(batches) < len(four_rows)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
     with torch.no_grad():
