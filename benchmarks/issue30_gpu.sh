@@ -37,6 +37,7 @@ for step in ${STEPS:-single defaults}; do
       # memory budgets 1.0, 0.9 and 0.6 (benchmarks/probe_site): its peak and rate each, in a cache of
       # their own (their peaks and rates must not teach the sweeps' node stats, nor one budget's compiled graphs serve another)
       for b in 1.0 0.9 0.6; do
+        rm -rf /tmp/single  # a single trial resumes its own finished output: each budget starts fresh
         QLORA_PROBE_BUDGET=$b PYTHONPATH=$PWD/benchmarks/probe_site:$PYTHONPATH QLORA_SWEEP_CACHE=/tmp/probe-cache-$b \
           bench 200 "budget-$b" --skip-sweep \
           --single-sets "training.compile=true;lora.dropout=0.05;lora.target_modules=all-linear+lm_head"

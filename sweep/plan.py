@@ -116,6 +116,7 @@ def plan_rows(cfg: SweepConfig, gpu_memory_gb: float = 80.0, measured: bool = Fa
                 "compiled": run.compile.compile,
                 "est_gb": round(run.need_gb, 2),
                 "grad_ckpt": "on" if run.gradient_checkpointing else "off",
+                "act_budget": run.activation_budget,
                 "micro_batch": f"{run.batch_size}x{run.grad_accum}",
                 "fits_one_gpu": runs[1].fits,
                 "memory_fit": conc.memory_fit if conc else 0,
@@ -154,6 +155,7 @@ def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, measured: bool = 
         "compiled",
         "micro_batch",
         "grad_ckpt",
+        "act_budget",
         "est_gb",
         "memory_fit",
         "trials_per_gpu",
@@ -164,7 +166,8 @@ def render_plan(cfg: SweepConfig, gpu_memory_gb: float = 80.0, measured: bool = 
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     lines.append(
         f"per combination (GPU of {gpu_memory_gb:g} GiB; est_gb: peak of one trial as it will run, "
-        "measured on this GPU where it ran before):"
+        "measured on this GPU where it ran before; act_budget: AOT autograd's activation memory budget, "
+        "below 1 recomputing some activations in backward):"
     )
     lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]

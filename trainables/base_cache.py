@@ -29,6 +29,7 @@ class _Held:
     model: object | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"loads": 0, "reuses": 0})
     graphs_at_reset: int = 0  # dynamo's graph count when its caches were last emptied
+    activation_budget: float = 1.0  # AOT autograd's, when this process's kept graphs were compiled
 
 
 _HELD = _Held()
@@ -87,6 +88,21 @@ def forget_graphs_if_many() -> None:
     if graphs - _HELD.graphs_at_reset >= MAX_KEPT_GRAPHS:
         torch._dynamo.reset()
         _HELD.graphs_at_reset = counters["stats"]["unique_graphs"]
+
+
+def use_activation_budget(budget: float) -> None:
+    """Compile this trial's graphs at AOT autograd's activation memory budget (trainables/run_plan.py).
+
+    The budget decides which activations a compiled graph saves for backward, but dynamo does not guard
+    on it: a graph kept from a trial at another budget would run with that trial's memory. So the kept
+    graphs are dropped when the budget changes (a trial of the same shape at the same budget keeps them)."""
+    import torch._functorch.config as functorch_config
+
+    if budget != _HELD.activation_budget:
+        torch._dynamo.reset()
+        _HELD.graphs_at_reset = counters["stats"]["unique_graphs"]
+        _HELD.activation_budget = budget
+    functorch_config.activation_memory_budget = budget
 
 
 def drop_held() -> None:

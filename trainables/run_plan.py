@@ -11,7 +11,9 @@ when this node has one, else from the estimate (trainables/memory.py). The plan 
 (batch_size x grad_accum) and groups them for speed: a micro-batch smaller than the default's 16 x 512
 is regrouped into larger ones where they fit. When the configured run does not fit, it gives up speed
 in the cheapest order: a smaller micro-batch (more accumulation) while it still fills the GPU, then
-gradient checkpointing (~1/3 more compute), then smaller micro-batches with checkpointing.
+gradient checkpointing (~1/3 more compute), then smaller micro-batches with checkpointing. A compiled
+run first lowers AOT autograd's activation memory budget (LEAN_BUDGETS: the partitioner recomputes the
+cheapest saved activations in backward), which costs far less than either.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ MIN_FULL_TOKENS = (
 # benchmarks/RESULTS.md). A smaller configured micro-batch is regrouped up to it where memory allows.
 FAST_TOKENS = 8192
 CHECKPOINT_COST = 4 / 3  # recomputing each layer's forward: training FLOPs x this
+# torch._functorch.config.activation_memory_budget of a compiled run -> (share of the estimated
+# activations it keeps, training time x this). Measured on an H100 (issue 30, `budget` step of
+# benchmarks/issue30_gpu.sh): a seed-study trial's shape (3B, 4-bit, all-linear+lm_head, dropout 0.05,
+# 16 x 512) peaked at 33.9 GB / 26,944 tokens/s at 1.0, 23.2 GB / 26,871 at 0.9 (0.66 of the estimated
+# activations kept, no measurable cost) and 16.8 GB / 22,890 at 0.6 (0.45, 18% slower). Dropout's copies
+# are the first to go, so a shape without dropout may keep more: the shares below leave a margin, and a
+# measured peak replaces them after the first run of a shape.
+LEAN_BUDGETS = {1.0: (1.0, 1.0), 0.9: (0.7, 1.0), 0.6: (0.5, 1.18)}
 
 
 @dataclass(frozen=True)
@@ -44,13 +54,15 @@ class RunPlan:
     budget_gb: float  # memory the trial may use
     measured: bool
     fits: bool
+    activation_budget: float = 1.0  # AOT autograd's activation memory budget (compiled runs; LEAN_BUDGETS)
 
     def memory_reason(self) -> str:
         source = "measured peak" if self.measured else "estimate"
         ckpt = "with" if self.gradient_checkpointing else "without"
         fit = "fits" if self.fits else "does NOT fit"
+        lean = f", activation memory budget {self.activation_budget:g}" if self.activation_budget < 1 else ""
         return (
-            f"{self.batch_size} rows x {self.grad_accum} micro-batches {ckpt} gradient checkpointing: "
+            f"{self.batch_size} rows x {self.grad_accum} micro-batches {ckpt} gradient checkpointing{lean}: "
             f"{self.need_gb:.1f} GB ({source}) {fit} {HEADROOM:.0%} of {self.budget_gb:.1f} GB"
         )
 
@@ -60,7 +72,9 @@ class RunPlan:
 
     def key(self, cfg: TrialConfig) -> str:
         """The node's record of this run's peak (trainables/node_stats.py) is kept under this."""
-        return run_key(cfg, self.compile.compile, self.gradient_checkpointing, self.batch_size)
+        return run_key(
+            cfg, self.compile.compile, self.gradient_checkpointing, self.batch_size, self.activation_budget
+        )
 
     def applied(self, cfg: TrialConfig) -> TrialConfig:
         """`cfg` with this plan's settings: what the trial then runs."""
@@ -75,7 +89,9 @@ class RunPlan:
         return cfg.model_copy(update={"training": t})
 
 
-def run_key(cfg: TrialConfig, compiled: bool, checkpointing: bool, batch_size: int) -> str:
+def run_key(
+    cfg: TrialConfig, compiled: bool, checkpointing: bool, batch_size: int, activation_budget: float = 1.0
+) -> str:
     """What a measured peak belongs to: everything that changes a trial's memory."""
     q, lora, t, m = cfg.quantization, cfg.lora, cfg.training, cfg.model
     targets = lora.target_modules if isinstance(lora.target_modules, str) else ",".join(lora.target_modules)
@@ -102,17 +118,19 @@ def run_key(cfg: TrialConfig, compiled: bool, checkpointing: bool, batch_size: i
                 "compiled" if compiled else "eager",
             ),
         )
-    )
+    ) + (f"|budget{activation_budget:g}" if activation_budget < 1 else "")  # older records: budget 1
 
 
-def _candidates(cfg: TrialConfig, regroup: bool) -> list[tuple[int, int, bool]]:
-    """(micro-batch, accumulation, checkpointing) in the order the plan tries them.
+def _candidates(cfg: TrialConfig, regroup: bool, compiled: bool) -> list[tuple[int, int, bool, float]]:
+    """(micro-batch, accumulation, checkpointing, activation budget) in the order the plan tries them.
 
     A step's rows (batch_size x grad_accum) are fixed; how they are grouped is the plan's (the loss is
     normalised by the step's tokens, so the grouping changes speed and memory, not the result). First
     larger micro-batches, up to FAST_TOKENS (the seed study's 4 x 4 runs as 16 x 1 where it fits:
     fewer, fuller kernels, one dequantization of the base per step instead of four); then the
-    configured one and halvings that still fill the GPU; then checkpointing. Without `regroup` (the
+    configured one and halvings that still fill the GPU; then checkpointing. A compiled run tries each
+    micro-batch without checkpointing at the lower activation budgets before the next smaller one (at
+    0.6 it trains ~18% slower; 8 x 512 trained 27% slower than 16 x 512). Without `regroup` (the
     CPU, whose test path stays as it was; a multi-worker trial, whose workers must agree) the
     micro-batch stays as configured and only checkpointing is chosen."""
     t = cfg.training
@@ -126,12 +144,14 @@ def _candidates(cfg: TrialConfig, regroup: bool) -> list[tuple[int, int, bool]]:
     else:
         larger, sizes = [], [t.batch_size]
     full = larger + [b for b in sizes if b == t.batch_size or b * t.max_seq_len >= MIN_FULL_TOKENS]
+    budgets = list(LEAN_BUDGETS) if compiled else [1.0]
+    lean = [(b, False, a) for b in full for a in budgets]
     order = {
-        "auto": [(b, False) for b in full] + [(b, True) for b in larger + sizes],
-        "off": [(b, False) for b in larger + sizes],
-        "on": [(b, True) for b in larger + sizes],
+        "auto": lean + [(b, True, 1.0) for b in larger + sizes],
+        "off": lean + [(b, False, a) for b in larger + sizes if b not in full for a in budgets],
+        "on": [(b, True, 1.0) for b in larger + sizes],
     }[t.gradient_checkpointing]
-    return [(b, rows // b, ck) for b, ck in order]
+    return [(b, rows // b, ck, a) for b, ck, a in order]
 
 
 def plan_run(
@@ -152,21 +172,20 @@ def plan_run(
     )
     peaks = stats.peaks if stats else {}
     plan = None
-    for batch, accum, ckpt in _candidates(cfg, regroup and on_gpu):
+    for batch, accum, ckpt, lean in _candidates(cfg, regroup and on_gpu, on_gpu and decision.compile):
         sized = cfg.model_copy(update={"training": cfg.training.model_copy(update={"batch_size": batch})})
         if on_gpu:
-            key = run_key(cfg, decision.compile, ckpt, batch)
+            key = run_key(cfg, decision.compile, ckpt, batch, lean)
             need = peaks.get(key)
             measured = need is not None
             if need is None:
-                need = estimate(
-                    sized, model_config, trainable_params, ckpt, compiled=decision.compile
-                ).total_gb
+                est = estimate(sized, model_config, trainable_params, ckpt, compiled=decision.compile)
+                need = est.total_gb - est.activations_gb * (1 - LEAN_BUDGETS[lean][0])
             fits = need <= HEADROOM * budget_gb
         else:  # eager fp32 on the host, well above the GPU-calibrated estimate (trainables/memory.py)
             need = CPU_FACTOR * estimate(sized, model_config, trainable_params, ckpt, on_gpu=False).total_gb
             measured, fits = False, need <= HOST_HEADROOM * budget_gb
-        plan = RunPlan(decision, ckpt, batch, accum, need, budget_gb, measured, fits)
+        plan = RunPlan(decision, ckpt, batch, accum, need, budget_gb, measured, fits, lean)
         if fits:
             return plan
     return plan
@@ -175,4 +194,5 @@ def plan_run(
 def training_seconds(plan: RunPlan) -> float:
     """Predicted training seconds of the plan (compile decision's rates, checkpointing's recompute)."""
     seconds = plan.compile.eager_train_s - (plan.compile.saved_s if plan.compile.compile else 0.0)
+    seconds *= LEAN_BUDGETS[plan.activation_budget][1]
     return seconds * (CHECKPOINT_COST if plan.gradient_checkpointing else 1.0)

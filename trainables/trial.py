@@ -31,7 +31,7 @@ from evaluation.eager import eager_sdpa
 from evaluation.generation import generate, with_outputs
 from evaluation.generation import records as generation_records
 from evaluation.loss import eval_loss_sums, loss_metrics, response_loss_sum
-from trainables.base_cache import acquire_base, release_base
+from trainables.base_cache import acquire_base, release_base, use_activation_budget
 from trainables.batching import (
     bucket_shape,
     collate,
@@ -71,7 +71,7 @@ from trainables.model import (
 from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
-from trainables.run_plan import FAST_TOKENS, RunPlan, plan_run
+from trainables.run_plan import FAST_TOKENS, LEAN_BUDGETS, RunPlan, plan_run
 from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
 
@@ -186,6 +186,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
         grad_ckpt = run.gradient_checkpointing
         model = attach_lora(model, cfg.lora, seed=t_cfg.seed, gradient_checkpointing=grad_ckpt)
         if decision.compile:
+            use_activation_budget(run.activation_budget)
             compile_decoder_layers(model)
         if sharded:
             shard_model(model)
@@ -480,7 +481,10 @@ def _plan(cfg: TrialConfig, device: torch.device, train_tokens: int, world: int)
     inputs only (no node measurements, the configured micro-batch, whole GPUs)."""
     on_gpu = device.type == "cuda"
     if on_gpu:
-        torch.cuda.reset_peak_memory_stats(device)  # a reused worker: this trial's peak, not the last one's
+        # A reused worker: this trial's peak, not the last one's. The peak recorded is memory *reserved*,
+        # which keeps the last trial's cached blocks until they are handed back.
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     model_config = load_config(cfg.model)
     alone = world == 1
     if not on_gpu:
@@ -539,8 +543,10 @@ def _record_rate(cfg: TrialConfig, run: RunPlan, device: torch.device, tokens_pe
     alone, the rate the compile decision uses; shared by k, compiled, what k at once train together
     (how many should share a GPU). Only from full micro-batches (FAST_TOKENS, as the default's
     16 x 512): the seed study's 4 x 512 ones trained 3 at once at 87% of one trial alone where 16 x 512
-    ones trained at 122% (issue 30), and mixed into one median they would misjudge both."""
-    if run.batch_size * cfg.training.max_seq_len < FAST_TOKENS:
+    ones trained at 122% (issue 30), and mixed into one median they would misjudge both. Nor from runs
+    that recompute to save memory (checkpointing, a lean activation budget): they train slower by design."""
+    slower = run.gradient_checkpointing or LEAN_BUDGETS[run.activation_budget][1] != 1
+    if run.batch_size * cfg.training.max_seq_len < FAST_TOKENS or slower:
         return
     rate = 4.0 * _n_params(cfg.model.path, cfg.model.revision) * tokens_per_s
     compiled = run.compile.compile

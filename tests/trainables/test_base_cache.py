@@ -84,10 +84,11 @@ def test_a_different_base_is_loaded_and_the_held_one_freed(tiny_model_dir, tmp_p
     assert other["base_reused"] is False  # 16-bit is another base: loaded, the 4-bit one dropped
 
 
-def _compiled_trial(tiny_model_dir, lora, compiled: bool = True):
+def _compiled_trial(tiny_model_dir, lora, compiled: bool = True, budget: float = 1.0, backend="aot_eager"):
     """One trial's compiled forward and backward on the worker's held base (bits 16, CPU): the graphs it
-    compiled, its output and its LoRA gradients. `aot_eager`: dynamo's guards and AOT autograd as a
-    sweep compiles them, without Inductor's C++ build."""
+    compiled, its output, its LoRA gradients and the bytes saved for backward. `aot_eager`: dynamo's
+    guards and AOT autograd as a sweep compiles them, without Inductor's C++ build;
+    `aot_eager_decomp_partition` adds the partitioner that honours the activation memory budget."""
     import torch
     from torch._dynamo.utils import counters
 
@@ -106,15 +107,18 @@ def _compiled_trial(tiny_model_dir, lora, compiled: bool = True):
         if "lora_B" in name:  # as after some training: B leaves zero
             torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(2))
     if compiled:
-        compile_decoder_layers(model, backend="aot_eager")
+        base_cache.use_activation_budget(budget)
+        compile_decoder_layers(model, backend=backend)
     graphs = counters["stats"]["unique_graphs"]
     model.eval()  # dropout off: the eager reference must compute the same function
-    out = model.get_base_model().get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+    saved = []  # bytes of each tensor saved for backward (a compiled graph saves through autograd too)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.nbytes) or t, lambda t: t):
+        out = model.get_base_model().get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
     out.float().pow(2).sum().backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     new = counters["stats"]["unique_graphs"] - graphs
     base_cache.release_base(model, model_cfg, q, device, "sdpa")
-    return new, out.detach(), grads
+    return new, out.detach(), grads, sum(saved)
 
 
 def test_a_reused_worker_keeps_its_compiled_graphs_for_the_next_trial_of_a_shape(tiny_model_dir):
@@ -138,9 +142,9 @@ def test_a_reused_worker_keeps_its_compiled_graphs_for_the_next_trial_of_a_shape
         r4,
     ]
     runs = [_compiled_trial(tiny_model_dir, lora) for lora in shapes]
-    assert [new for new, _, _ in runs] == [1, 0, 1, 1, 1, 0]  # compiled once per shape, then reused
-    for lora, (_, out, grads) in zip(shapes, runs, strict=True):
-        _, eager_out, eager_grads = _compiled_trial(tiny_model_dir, lora, compiled=False)
+    assert [run[0] for run in runs] == [1, 0, 1, 1, 1, 0]  # compiled once per shape, then reused
+    for lora, (_, out, grads, _) in zip(shapes, runs, strict=True):
+        _, eager_out, eager_grads, _ = _compiled_trial(tiny_model_dir, lora, compiled=False)
         assert torch.allclose(out, eager_out, atol=1e-6)
         assert all(torch.allclose(grads[n], eager_grads[n], atol=1e-6) for n in eager_grads)
     base_cache.drop_held()
@@ -161,4 +165,37 @@ def test_a_worker_forgets_its_graphs_once_many_have_piled_up(tiny_model_dir, mon
     monkeypatch.setattr(base_cache._HELD, "graphs_at_reset", counters["stats"]["unique_graphs"])
     r4, r8 = LoraConfig(r=4, target_modules="attention"), LoraConfig(r=8, target_modules="attention")
     assert [_compiled_trial(tiny_model_dir, lora)[0] for lora in (r4, r4, r8, r4)] == [1, 0, 1, 1]
+    base_cache.drop_held()
+
+
+def test_a_lower_activation_budget_saves_less_for_backward_and_computes_the_same(tiny_model_dir, monkeypatch):
+    """The run plan lowers AOT autograd's activation memory budget before it shrinks a micro-batch
+    (trainables/run_plan.py). Dynamo does not guard on the budget, so a worker's kept graphs are
+    dropped when it changes: every trial's graphs save what its own budget allows, and each budget
+    computes what the eager model does."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from trainables.config import LoraConfig
+
+    base_cache.drop_held()
+    torch._dynamo.reset()
+    monkeypatch.setattr(base_cache._HELD, "graphs_at_reset", counters["stats"]["unique_graphs"])
+    lora = LoraConfig(r=4, target_modules="all-linear")
+    budgets = [1.0, 1.0, 0.6, 0.6, 1.0]
+    runs = [
+        _compiled_trial(tiny_model_dir, lora, budget=b, backend="aot_eager_decomp_partition") for b in budgets
+    ]
+    assert [run[0] for run in runs] == [1, 0, 1, 0, 1]  # a new budget compiles; the same one reuses
+    saved = {b: run[3] for b, run in zip(budgets, runs, strict=True)}
+    assert saved[0.6] < 0.9 * saved[1.0]
+    # Recomputing gives the very numbers it would have saved; the partitioner's decompositions differ
+    # from eager kernels by float rounding (~4e-5 of a gradient's largest entry here).
+    _, full_out, full_grads, _ = runs[0]
+    _, eager_out, eager_grads, _ = _compiled_trial(tiny_model_dir, lora, compiled=False)
+    assert torch.allclose(full_out, eager_out, atol=1e-5)
+    assert all((full_grads[n] - g).abs().max() <= 1e-4 * g.abs().max() for n, g in eager_grads.items())
+    for _, out, grads, _ in runs[1:]:
+        assert torch.allclose(out, full_out, atol=1e-7)
+        assert all(torch.allclose(grads[n], full_grads[n], atol=1e-7) for n in full_grads)
     base_cache.drop_held()

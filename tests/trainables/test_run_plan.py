@@ -14,7 +14,7 @@ from trainables.config import TrialConfig
 from trainables.memory import estimate
 from trainables.model import count_trainable_params_for
 from trainables.node_stats import NodeStats, load_stats, record
-from trainables.run_plan import HEADROOM, plan_run, run_key
+from trainables.run_plan import HEADROOM, LEAN_BUDGETS, plan_run, run_key, training_seconds
 
 OPEN_LLAMA_3B = AutoConfig.from_pretrained(OPEN_LLAMA)
 N_PARAMS = 3_426_473_600
@@ -86,8 +86,30 @@ def test_a_measured_peak_replaces_the_estimate():
         and second.need_gb == 70.0
         and (second.batch_size, second.gradient_checkpointing) == (16, False)
     )
-    third = _plan(cfg, 40.0, stats=stats)  # no longer fits at 40: planned smaller
-    assert third.batch_size < 16 or third.gradient_checkpointing
+    third = _plan(cfg, 40.0, stats=stats)  # no longer fits at 40: planned leaner
+    assert third.batch_size < 16 or third.gradient_checkpointing or third.activation_budget < 1
+    assert not third.measured  # the lean run's own peak was never measured: its estimate
+
+
+def test_a_compiled_run_lowers_its_activation_budget_before_anything_slower():
+    """A seed-study trial (all-linear+lm_head, dropout 0.05, 16 x 512) peaked at 33.9 GB on an H100, 23.2
+    at AOT autograd's activation budget 0.9 at the same speed: at a third of an 80 GB GPU the plan keeps
+    16 x 512 without checkpointing and lowers the budget; an eager run, which has no such budget,
+    gives up micro-batch or checkpointing instead."""
+    cfg = _trial(compile=True, batch_size=4, grad_accum=4)
+    cfg = cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"dropout": 0.05})})
+    full = _plan(cfg, 1000.0)
+    assert (full.batch_size, full.grad_accum, full.activation_budget) == (16, 1, 1.0)
+    third = _plan(cfg, 80.0 / 3, per_gpu=3)
+    assert (third.batch_size, third.gradient_checkpointing) == (16, False)
+    assert third.activation_budget < 1 and third.fits and third.need_gb < full.need_gb
+    assert f"activation memory budget {third.activation_budget:g}" in third.describe()
+    assert third.key(cfg) != run_key(cfg, True, False, 16)  # its peak is its own record
+    assert run_key(cfg, True, False, 16, 1.0) == run_key(cfg, True, False, 16)  # older records still read
+    at = {b: training_seconds(dataclasses.replace(full, activation_budget=b)) for b in (1.0, 0.9, 0.6)}
+    assert at[0.9] == at[1.0] < at[0.6]  # 0.9 trained at the same speed on the H100, 0.6 18% slower
+    eager = _plan(_trial(compile=False, batch_size=4, grad_accum=4), 80.0 / 3, per_gpu=3)
+    assert eager.activation_budget == 1.0 and (eager.batch_size < 16 or eager.gradient_checkpointing)
 
 
 def test_compile_is_decided_by_the_nodes_measured_figures():
@@ -191,32 +213,41 @@ def test_a_small_configured_micro_batch_is_regrouped_into_larger_ones_where_they
     (or smaller) on a small share, checkpointed on the smallest; never past the default's 16 x 512 tokens."""
     seed = _trial(batch_size=4, grad_accum=4, compile=True)
     budgets = {}
-    for budget in (80.0, 26.7, 20.0, 12.0, 8.0):
+    for budget in (80.0, 26.7, 20.0, 12.0, 8.0, 6.0):
         run = _plan(seed, budget, tokens=3 * 1_058_091)
         assert run.fits and run.batch_size * run.grad_accum == 16, (budget, run.describe())
         budgets[budget] = (run.batch_size, run.gradient_checkpointing)
     assert budgets[80.0] == (16, False)
     full = [size for size, ckpt in budgets.values() if not ckpt]  # budgets from large to small
     assert full == sorted(full, reverse=True) and full[-1] <= 4  # less memory, smaller micro-batches
-    assert budgets[8.0][1]  # then checkpointing, which also frees a larger grouping's activations
-    # Each regrouped run is the largest that fits: the next larger grouping does not.
+    assert budgets[6.0][1]  # then checkpointing, which also frees a larger grouping's activations
+    # Each regrouped run is the largest that fits: the next larger grouping does not, even at the
+    # leanest activation budget.
+    leanest = min(LEAN_BUDGETS)
     for budget, (size, ckpt) in budgets.items():
         if size < 16 and not ckpt:
-            bigger = _plan(_trial(batch_size=2 * size, grad_accum=8 // size, compile=True), 1000.0)
-            assert bigger.need_gb > HEADROOM * budget, (budget, size, bigger.need_gb)
+            bigger = _trial(batch_size=2 * size, grad_accum=8 // size, compile=True)
+            est = estimate(
+                bigger, OPEN_LLAMA_3B, count_trainable_params_for(OPEN_LLAMA_3B, bigger.lora), False
+            )
+            need = est.total_gb - est.activations_gb * (1 - LEAN_BUDGETS[leanest][0])
+            assert need > HEADROOM * budget, (budget, size, need)
     # Long rows: 4 x 2048 is already the default's tokens, so it is not regrouped.
     long = _plan(_trial(batch_size=4, grad_accum=4, max_seq_len=2048, compile=True), 80.0)
     assert (long.batch_size, long.grad_accum) == (4, 4)
 
 
 def test_a_measured_out_of_memory_of_the_regrouped_run_plans_the_next_smaller_grouping():
-    """An OOM records its run as not fitting (trainables/trial.py); the retry then plans smaller."""
+    """An OOM records its run as not fitting (trainables/trial.py); the retry then plans leaner: the
+    same grouping at lower activation budgets, then the next smaller grouping."""
     seed = _trial(batch_size=4, grad_accum=4, compile=True)
-    first = _plan(seed, 80.0)
-    assert (first.batch_size, first.grad_accum) == (16, 1)
-    stats = NodeStats(peaks={first.key(seed): 80.0 + 0.6})
-    retry = _plan(seed, 80.0, stats=stats)
-    assert (retry.batch_size, retry.grad_accum) == (8, 2) and retry.fits
+    stats, runs = NodeStats(), []
+    for _ in range(4):
+        run = _plan(seed, 80.0, stats=stats)
+        runs.append((run.batch_size, run.grad_accum, run.activation_budget))
+        assert run.fits
+        stats.peaks[run.key(seed)] = 80.0 + 0.6  # it ran out of memory
+    assert runs == [(16, 1, 1.0), (16, 1, 0.9), (16, 1, 0.6), (8, 2, 1.0)]
 
 
 @pytest.mark.parametrize("micro_batch", [16, 4])
