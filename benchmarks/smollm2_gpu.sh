@@ -16,9 +16,9 @@ python3 -c "from trainables.builtin_models import smollm2_dir; print(smollm2_dir
 case "$1" in
 quickstarts)
   for y in examples/quickstart.yaml examples/quickstart-gpu.yaml; do
-    n=$(basename $y .yaml); s=$(date +%s.%N)
+    n=$(basename $y .yaml); s=$(date +%s%N)
     timeout ${2:-240} python3 -m sweep.cli run $y --set storage_path=/tmp/qs-results >"$OUT/$n.log" 2>&1
-    echo "$n exit $? wall $(echo "$(date +%s.%N) - $s" | bc) s"; tail -n 25 "$OUT/$n.log"
+    echo "$n exit $? wall $(( ($(date +%s%N) - s) / 1000000 )) ms" | tee -a "$OUT/$n.log"; tail -n 25 "$OUT/$n.log"  # no bc there
   done ;;
 grid)
   mkdir -p /tmp/grid; pids=()
