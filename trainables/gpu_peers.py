@@ -10,10 +10,6 @@ ends, hence the next trials' starts, come apart. The turn is a file lock (filelo
 Linux) named by the GPU's UUID, so it holds across the trial processes of one node, and the kernel
 drops it when its holder dies. Only single-worker trials take turns: ranks of one trial wait for each
 other in their first step, so two multi-GPU trials each holding one GPU's turn would deadlock.
-A turn is waited for only while another trial trains on the GPU: with none training the GPU is idle
-whatever this compile does, so it compiles beside the turn's holder. On a fresh node (no compile
-cache) the first wave's compiles took 18-25 s each; taken strictly in turn, the third trial started
-training 60 s after the first (issue 30, twelfth session).
 
 **Who trains now.** A trial's steady rate tells the planner what k trials sharing a GPU train
 together (trainables/node_stats.py), but with turns the k trials of a share do not all train at
@@ -34,8 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -43,7 +38,6 @@ from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 TURN_WAIT_S = 600.0  # longer than any compile seen (a fresh worker's: 8-21 s on an H100)
-POLL_S = 0.5  # how often a waiting trial looks again whether another trial trains
 
 
 def gpu_uuid(device: torch.device) -> str:
@@ -58,35 +52,23 @@ def gpu_turn(cache: Path, uuid: str) -> FileLock:
 
 
 @contextlib.contextmanager
-def holding(
-    turn: FileLock | None,
-    waiting: contextlib.AbstractContextManager,
-    training: Callable[[], bool] = lambda: True,
-) -> Iterator[None]:
+def holding(turn: FileLock | None, waiting: contextlib.AbstractContextManager) -> Iterator[None]:
     """Hold `turn` for the block (no turn: just run it); `waiting` is entered while waiting for it
-    (a trial's phase timer, so that the wait is a phase of its own and not part of the compile).
-    `training`: whether another trial trains on the GPU now; while none does, the block runs at once,
-    without the turn (see the module docstring)."""
+    (a trial's phase timer, so that the wait is a phase of its own and not part of the compile)."""
     if turn is None:
         yield
         return
-    held = False
-    with waiting:
-        deadline = time.monotonic() + TURN_WAIT_S
-        while not held and time.monotonic() < deadline:
-            try:
-                turn.acquire(timeout=min(POLL_S, TURN_WAIT_S))
-                held = True
-            except Timeout:
-                if not training():
-                    break
-        if not held and time.monotonic() >= deadline:
-            log.warning("the GPU's compile turn was held for over %.0f s: compiling without it", TURN_WAIT_S)
+    try:
+        with waiting:
+            turn.acquire(timeout=TURN_WAIT_S)
+    except Timeout:
+        log.warning("the GPU's compile turn was held for over %.0f s: compiling without it", TURN_WAIT_S)
+        yield
+        return
     try:
         yield
     finally:
-        if held:
-            turn.release()
+        turn.release()
 
 
 def _alive(pid: int) -> bool:

@@ -272,11 +272,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             # The first step holds the compilation (lazy) and the allocator's warm-up: timed on its own.
             first = step + 1 == first_step
             with (
-                holding(
-                    turn if first else None,
-                    timer("compile_wait"),
-                    lambda: Trainers(cache_dir(), uuid).count() > 0,
-                ),
+                holding(turn if first else None, timer("compile_wait")),
                 timer("first_step" if first else "train"),
             ):
                 n_step = _all_sum([sum(response_tokens(b) for b in batches)], device)[0]

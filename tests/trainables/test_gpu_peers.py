@@ -103,24 +103,3 @@ def test_a_turn_held_too_long_is_given_up_and_the_trial_goes_on(tmp_path, monkey
             ran = True
     assert ran and "compiling without it" in caplog.text
     assert timer.seconds["compile_wait"] >= 0.05
-
-
-def test_a_turn_is_waited_for_only_while_another_trial_trains(tmp_path, monkeypatch, caplog):
-    """With no trial training, the GPU is idle whatever a compile does: a trial compiles at once beside
-    the turn's holder, which keeps its turn. With one training, it waits (here past a short
-    TURN_WAIT_S, since the holder never lets go)."""
-    from trainables import gpu_peers
-
-    monkeypatch.setattr(gpu_peers, "TURN_WAIT_S", 1.0)
-    trains = Trainers(tmp_path, "GPU-a")
-    idle, busy = PhaseTimer(), PhaseTimer()
-    with _another_process("turn", tmp_path, "GPU-a"):
-        with holding(gpu_turn(tmp_path, "GPU-a"), idle("compile_wait"), lambda: trains.count() > 0):
-            with pytest.raises(Timeout):  # the holder still holds it: this trial compiles beside it
-                gpu_turn(tmp_path, "GPU-a").acquire(timeout=0)
-        assert "compiling without it" not in caplog.text
-        with _another_process("trainer", tmp_path, "GPU-a"):
-            with holding(gpu_turn(tmp_path, "GPU-a"), busy("compile_wait"), lambda: trains.count() > 0):
-                pass
-    assert idle.seconds["compile_wait"] < busy.seconds["compile_wait"]
-    assert busy.seconds["compile_wait"] >= 1.0 and "compiling without it" in caplog.text
