@@ -9,8 +9,9 @@ min(1, k T / (F + T)) of the time, times what k trials train together relative t
 node's measurement for k where it has one (every shared compiled trial records its rate,
 trainables/node_stats.py), else a loss per extra trial from the H200 figure. How each k would run
 (compiled or not, checkpointing, micro-batch, for 1/k of the memory) comes from trainables/run_plan.py,
-so memory and speed are judged on the run that will happen. The model is coarse on purpose: `plan`
-prints its inputs.
+so memory and speed are judged on the run that will happen, including what a run gives up to fit a
+smaller share (eager, a lean activation budget, checkpointing, a smaller micro-batch: its speed). The
+model is coarse on purpose: `plan` prints its inputs.
 """
 
 from __future__ import annotations
@@ -42,17 +43,21 @@ class Concurrency:
             if self.gain_measured
             else f"each extra trial costs ~{100 * SLICE_LOSS:.1f}% to time-slicing"
         )
+        slower = f" ({self.run.slowdown:.2f}x as long as its fastest run)" if self.run.slowdown > 1 else ""
         return (
             f"{self.per_gpu} per GPU (memory fits {self.memory_fit}): each {self.run.describe()}; a trial trains "
-            f"~{duration(self.train_s)} after ~{duration(self.fixed_s)} of fixed cost, so {self.per_gpu} at once "
+            f"~{duration(self.train_s)}{slower} after ~{duration(self.fixed_s)} of fixed cost, so {self.per_gpu} at once "
             f"keep the GPU training at ~{number(100 * self.busy, 2)}% of one trial's rate ({sharing})"
         )
 
 
-def efficiency(k: int, train_s: float, fixed_s: float, gain: float) -> float:
-    """Predicted training throughput of a GPU with k trials at once, relative to one trial alone: the
-    share of the time some trial trains, times what k trials train together (`gain`)."""
-    return min(1.0, k * train_s / max(fixed_s + train_s, 1e-9)) * gain
+def efficiency(k: int, train_s: float, fixed_s: float, gain: float, speed: float = 1.0) -> float:
+    """Predicted training throughput of a GPU with k trials at once, relative to one trial alone at its
+    fastest (compiled, nothing given up): the share of the time some trial trains, times what k trials
+    train together (`gain`), times the rate of each one's run relative to that fastest (`speed`: an
+    eager run, or one that gives up speed to fit its share, trains longer and keeps the GPU busy
+    without training more tokens)."""
+    return min(1.0, k * train_s / max(fixed_s + train_s, 1e-9)) * gain * speed
 
 
 def choose(runs: dict[int, RunPlan], compile_s: float, stats: NodeStats | None = None) -> Concurrency | None:
@@ -69,7 +74,14 @@ def choose(runs: dict[int, RunPlan], compile_s: float, stats: NodeStats | None =
         fixed_s = FIXED_S + (compile_s if run.compile.compile else 0.0)
         measured = stats.sharing_gain(k) if stats and k > 1 and run.compile.compile else None
         gain = measured if measured is not None else 1 - SLICE_LOSS * (k - 1)
-        return efficiency(k, train_s, fixed_s, gain), train_s, fixed_s, gain, measured is not None
+        speed = (run.compile.eager_train_s - run.compile.saved_s) / max(train_s, 1e-9)
+        return (
+            efficiency(k, train_s, fixed_s, gain, speed),
+            train_s,
+            fixed_s,
+            gain,
+            measured is not None,
+        )
 
     best = max(fitting, key=lambda k: (figures(k)[0], -k))
     busy, train_s, fixed_s, gain, measured = figures(best)

@@ -34,6 +34,7 @@ MIN_FULL_TOKENS = (
 # benchmarks/RESULTS.md). A smaller configured micro-batch is regrouped up to it where memory allows.
 FAST_TOKENS = 8192
 CHECKPOINT_COST = 4 / 3  # recomputing each layer's forward: training FLOPs x this
+SMALL_MICRO_COST = 1 / 0.73  # a micro-batch below FAST_TOKENS (where the step has more): training time x this
 # torch._functorch.config.activation_memory_budget of a compiled run -> (share of the estimated
 # activations it keeps, training time x this). Measured on an H100 (issue 30, `budget` step of
 # benchmarks/issue30_gpu.sh): a seed-study trial's shape (3B, 4-bit, all-linear+lm_head, dropout 0.05,
@@ -57,6 +58,7 @@ class RunPlan:
     measured: bool
     fits: bool
     activation_budget: float = 1.0  # AOT autograd's activation memory budget (compiled runs; LEAN_BUDGETS)
+    slowdown: float = 1.0  # training time x this, for what the run gives up to fit (see `_slowdown`)
 
     def memory_reason(self) -> str:
         source = "measured peak" if self.measured else "estimate"
@@ -187,14 +189,24 @@ def plan_run(
         else:  # eager fp32 on the host, well above the GPU-calibrated estimate (trainables/memory.py)
             need = CPU_FACTOR * estimate(sized, model_config, trainable_params, ckpt, on_gpu=False).total_gb
             measured, fits = False, need <= HOST_HEADROOM * budget_gb
-        plan = RunPlan(decision, ckpt, batch, accum, need, budget_gb, measured, fits, lean)
+        slow = _slowdown(cfg, batch, ckpt, lean)
+        plan = RunPlan(decision, ckpt, batch, accum, need, budget_gb, measured, fits, lean, slow)
         if fits:
             return plan
     return plan
 
 
+def _slowdown(cfg: TrialConfig, batch: int, checkpointing: bool, activation_budget: float) -> float:
+    """Training time of this run relative to the same trial's fastest: checkpointing's recompute, a lean
+    activation budget's, and a micro-batch smaller than the default's 16 x 512 tokens where the step's
+    rows could have filled one (sweep/throughput.py weighs this against sharing the GPU more ways)."""
+    t = cfg.training
+    full = min(FAST_TOKENS, t.batch_size * t.grad_accum * t.max_seq_len)
+    small = SMALL_MICRO_COST if batch * t.max_seq_len < full else 1.0
+    return LEAN_BUDGETS[activation_budget][1] * (CHECKPOINT_COST if checkpointing else 1.0) * small
+
+
 def training_seconds(plan: RunPlan) -> float:
-    """Predicted training seconds of the plan (compile decision's rates, checkpointing's recompute)."""
+    """Predicted training seconds of the plan (the compile decision's rates, times its slowdown)."""
     seconds = plan.compile.eager_train_s - (plan.compile.saved_s if plan.compile.compile else 0.0)
-    seconds *= LEAN_BUDGETS[plan.activation_budget][1]
-    return seconds * (CHECKPOINT_COST if plan.gradient_checkpointing else 1.0)
+    return seconds * plan.slowdown
