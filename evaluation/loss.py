@@ -65,18 +65,34 @@ def _autocast(decoder, device: torch.device):
     return torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype == torch.bfloat16)
 
 
-@torch.no_grad()
-def eval_loss_sums(model, batches: list[dict]) -> tuple[float, int]:
-    """(loss sum, token count) over `batches` in eval mode; callers may sum these across workers."""
+def eval_loss_sums(model, batches: list[dict], as_trained: bool = False) -> tuple[float, int]:
+    """(loss sum, token count) over `batches` in eval mode, without gradients; callers may sum these
+    across workers. `as_trained`: in the mode and gradient setting the model trains in instead, so a
+    compiled model's training graph runs the forward passes (no graph of their own, none kept after
+    each loss); only for a model without dropout (`without_dropout`), where the two modes compute the
+    same function."""
     was_training = model.training
-    model.eval()
+    model.train(as_trained)
     total, count = 0.0, 0
-    for batch in batches:
-        loss, n = response_loss_sum(model, batch)
-        total += float(loss)
-        count += n
+    with torch.set_grad_enabled(as_trained):
+        for batch in batches:
+            loss, n = response_loss_sum(model, batch)
+            total += float(loss.detach())
+            count += n
     model.train(was_training)
     return total, count
+
+
+def without_dropout(model) -> bool:
+    """No dropout anywhere: no dropout module with p > 0 and no dropout rate in the model's config (some
+    attention code applies the config's rate itself, in training mode only)."""
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return False
+    config = getattr(model, "config", None)
+    rates = config.to_dict().items() if config is not None else ()
+    return not any(
+        ("dropout" in k or "pdrop" in k) and isinstance(v, int | float) and v > 0 for k, v in rates
+    )
 
 
 def loss_metrics(total: float, count: int) -> dict[str, float]:

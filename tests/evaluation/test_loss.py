@@ -36,3 +36,54 @@ def test_prompt_tokens_do_not_change_the_loss(tiny_model_dir):
         base, n = response_loss_sum(model, {"input_ids": ids, "labels": labels})
         more, m = response_loss_sum(model, {"input_ids": ids, "labels": other_labels})
     assert (n, m) == (3, 7) and not torch.isclose(base, more)
+
+
+def test_evals_as_trained_run_the_compiled_training_graph_and_match_the_eager_eval(tiny_model_dir):
+    """A compiled trial without dropout evaluates through its training graph (trainables/trial.py): no
+    graph of its own is compiled, the loss is the eager eval's, and no gradient is left behind.
+    `aot_eager`: dynamo's guards and AOT autograd as a sweep compiles them, without Inductor's build."""
+    from torch._dynamo.utils import counters
+
+    from evaluation.loss import eval_loss_sums, without_dropout
+    from trainables import base_cache
+    from trainables.config import LoraConfig, ModelConfig, QuantizationConfig
+    from trainables.model import attach_lora, compile_decoder_layers
+
+    model_cfg, q, cpu = (
+        ModelConfig(path=str(tiny_model_dir)),
+        QuantizationConfig(bits=16),
+        torch.device("cpu"),
+    )
+    gen = torch.Generator().manual_seed(0)
+
+    def batch():
+        ids = torch.randint(0, 512, (2, 16), generator=gen)
+        labels = ids.clone()
+        labels[:, :6] = -100
+        return {"input_ids": ids, "labels": labels}
+
+    base, _ = base_cache.acquire_base(model_cfg, q, cpu, "sdpa")
+    dropped = attach_lora(base, LoraConfig(r=4, target_modules="all-linear", dropout=0.05), seed=1)
+    assert not without_dropout(dropped)  # train mode would drop: these evals stay eager
+    base_cache.release_base(dropped, model_cfg, q, cpu, "sdpa")
+    base, _ = base_cache.acquire_base(model_cfg, q, cpu, "sdpa")
+    model = attach_lora(base, LoraConfig(r=4, target_modules="all-linear"), seed=1)
+    assert without_dropout(model)
+    torch._dynamo.reset()
+    compile_decoder_layers(model, backend="aot_eager")
+    model.train()
+    loss, n = response_loss_sum(model, batch())
+    (loss / n).backward()  # the training step's graph
+    graphs = counters["stats"]["unique_graphs"]
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    evals = [batch(), batch()]
+    as_trained = eval_loss_sums(model, evals, as_trained=True)
+    assert counters["stats"]["unique_graphs"] == graphs  # no graph of its own
+    assert model.training and all(
+        torch.equal(p.grad, grads[k]) for k, p in model.named_parameters() if k in grads
+    )
+    with torch.compiler.set_stance("force_eager"):
+        eager = eval_loss_sums(model, evals)
+    assert as_trained[1] == eager[1] and math.isclose(as_trained[0], eager[0], rel_tol=1e-5)
+    base_cache.release_base(model, model_cfg, q, cpu, "sdpa")
+    base_cache.drop_held()
