@@ -83,3 +83,33 @@ def test_packed_eval_batches_hold_16_x_512_tokens_and_score_as_the_configured_ba
         total4, count4 = eval_loss_sums(model, four_rows)
     assert count == count4 > 0
     assert abs(total / count - total4 / count4) < 1e-5
+
+
+def test_a_compiled_trials_evals_are_split_into_its_training_micro_batches(tiny_model_dir):
+    """Evals through the training graph (trainables/trial.py) need the micro-batch's shape: eval batches
+    of 4 rows split into 2-row ones (the same rows, in order), and where they cannot, or the trial is not
+    compiled, runs on several workers or has dropout, the evals stay eager (None)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainables.trial import _evals_as_trained
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    evals = [
+        {"input_ids": torch.arange(64).reshape(4, 16) + 100 * i, "labels": torch.ones(4, 16)}
+        for i in range(2)
+    ]
+    split = _evals_as_trained(model, evals, True, 1, (2, 16))
+    assert [tuple(b["input_ids"].shape) for b in split] == [(2, 16)] * 4
+    assert torch.equal(torch.cat([b["input_ids"] for b in split]), torch.cat([b["input_ids"] for b in evals]))
+    assert _evals_as_trained(model, evals, True, 1, (4, 16)) is not None
+    for compiled, world, shape in (
+        (True, 1, (3, 16)),
+        (True, 1, (2, 32)),
+        (False, 1, (2, 16)),
+        (True, 2, (2, 16)),
+        (True, 1, None),
+    ):
+        assert _evals_as_trained(model, evals, compiled, world, shape) is None
+    model.config.attention_dropout = 0.1  # attention applies the config's rate in train mode
+    assert _evals_as_trained(model, evals, True, 1, (2, 16)) is None
