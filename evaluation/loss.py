@@ -79,6 +79,9 @@ def eval_loss_sums(model, batches: list[dict], as_trained: bool = False) -> tupl
             loss, n = response_loss_sum(model, batch)
             total += float(loss.detach())
             count += n
+            # With gradients on, the loss holds its graph: the activations saved for a backward that never
+            # comes. Freed now, not after the next batch's forward (two batches' activations at once).
+            del loss
     model.train(was_training)
     return total, count
 
@@ -89,10 +92,18 @@ def without_dropout(model) -> bool:
     if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
         return False
     config = getattr(model, "config", None)
-    rates = config.to_dict().items() if config is not None else ()
-    return not any(
-        ("dropout" in k or "pdrop" in k) and isinstance(v, int | float) and v > 0 for k, v in rates
-    )
+    return config is None or not _dropout_rate(config.to_dict())
+
+
+def _dropout_rate(settings: dict) -> bool:
+    """Whether a config (nested ones, e.g. a multimodal model's text_config, included) sets a dropout."""
+    for key, value in settings.items():
+        if isinstance(value, dict) and _dropout_rate(value):
+            return True
+        rate = isinstance(key, str) and ("dropout" in key or "pdrop" in key)
+        if rate and isinstance(value, int | float) and value > 0:
+            return True
+    return False
 
 
 def loss_metrics(total: float, count: int) -> dict[str, float]:

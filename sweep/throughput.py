@@ -74,7 +74,8 @@ def choose(runs: dict[int, RunPlan], compile_s: float, stats: NodeStats | None =
         fixed_s = FIXED_S + (compile_s if run.compile.compile else 0.0)
         measured = stats.sharing_gain(k) if stats and k > 1 and run.compile.compile else None
         gain = measured if measured is not None else 1 - SLICE_LOSS * (k - 1)
-        speed = (run.compile.eager_train_s - run.compile.saved_s) / max(train_s, 1e-9)
+        c = run.compile  # its fastest: compiled, or eager where this node measured compile no faster
+        speed = min(c.eager_train_s, c.eager_train_s - c.saved_s) / max(train_s, 1e-9)
         return (
             efficiency(k, train_s, fixed_s, gain, speed),
             train_s,

@@ -184,7 +184,10 @@ def plan_run(
             measured = need is not None
             if need is None:
                 est = estimate(sized, model_config, trainable_params, ckpt, compiled=decision.compile)
-                need = est.total_gb - est.activations_gb * (1 - LEAN_BUDGETS[lean][0])
+                fixed = est.total_gb - est.activations_gb
+                # A lean run's activations are a share of the full run's: measured here when it ran.
+                full = peaks.get(run_key(cfg, decision.compile, ckpt, batch)) or est.total_gb
+                need = fixed + (full - fixed) * LEAN_BUDGETS[lean][0]
             fits = need <= HEADROOM * budget_gb
         else:  # eager fp32 on the host, well above the GPU-calibrated estimate (trainables/memory.py)
             need = CPU_FACTOR * estimate(sized, model_config, trainable_params, ckpt, on_gpu=False).total_gb

@@ -87,3 +87,48 @@ def test_evals_as_trained_run_the_compiled_training_graph_and_match_the_eager_ev
     assert as_trained[1] == eager[1] and math.isclose(as_trained[0], eager[0], rel_tol=1e-5)
     base_cache.release_base(model, model_cfg, q, cpu, "sdpa")
     base_cache.drop_held()
+
+
+def test_an_eval_as_trained_frees_each_batchs_saved_activations_before_the_next():
+    """With gradients on, a loss holds the activations saved for its backward; an eval never runs one,
+    so each batch's must be gone before the next forward (else two batches' activations at once, over
+    what the run plan sized the trial for)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from evaluation.loss import eval_loss_sums
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+    )
+    model = LlamaForCausalLM(config)
+    for name, p in model.named_parameters():
+        p.requires_grad = "q_proj" in name
+    live, at_start = [0], []
+
+    class Saved:  # counts the tensors saved for backward that are still alive
+        def __init__(self, t):
+            self.t = t.detach()  # not t itself: its grad_fn would tie the graph to this holder for good
+            live[0] += 1
+
+        def __del__(self):
+            live[0] -= 1
+
+    decoder = model.get_decoder()
+    forward = decoder.forward
+    decoder.forward = lambda *a, **k: (at_start.append(live[0]), forward(*a, **k))[1]
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(0, 512, (2, 16), generator=gen)} for _ in range(3)]
+    for b in batches:
+        b["labels"] = b["input_ids"].clone()
+    with torch.autograd.graph.saved_tensors_hooks(Saved, lambda s: s.t):
+        eval_loss_sums(model, batches, as_trained=True)
+    assert at_start == [0, 0, 0] and live[0] == 0
+
+
+def test_a_dropout_rate_is_found_in_nested_configs_too():
+    from evaluation.loss import _dropout_rate
+
+    assert _dropout_rate({"text_config": {"attention_dropout": 0.1}, "id2label": {0: "a"}})
+    assert _dropout_rate({"resid_pdrop": 0.1})
+    assert not _dropout_rate({"id2label": {0: "a"}, "hidden_dropout": 0.0, "text_config": {"vocab_size": 9}})
