@@ -39,11 +39,11 @@ SMALL_MICRO_COST = 1 / 0.73  # a micro-batch below FAST_TOKENS (where the step h
 # activations it keeps, training time x this). Measured on an H100 (issue 30, `budget` step of
 # benchmarks/issue30_gpu.sh): a seed-study trial's shape (3B, 4-bit, all-linear+lm_head, dropout 0.05,
 # 16 x 512) peaked at 33.9 GB / 26,944 tokens/s at 1.0, 23.2 GB / 26,871 at 0.9 (0.66 of the estimated
-# activations kept, no measurable cost) and 16.8 GB / 22,890 at 0.6 (0.45, 18% slower). In the e2e sweep
-# at 0.9, all-linear r=8 without dropout kept 0.71 of its measured activations (25.9 -> 19.4 GB), and
-# attention-only 0.27 (19.4 -> 7.4 GB); the estimate itself ran 12% under the all-linear peak, which
-# came within 1% of its 19.8 GB cap at 0.7 here. The shares below leave that margin; a measured peak
-# replaces them after the first run of a shape.
+# activations kept, no measurable cost) and 16.8 GB / 22,890 at 0.6 (0.45; 15% fewer tokens/s, 1.18x
+# the time). In the e2e sweep at 0.9, all-linear r=8 without dropout kept 0.71 of its measured
+# activations (25.9 -> 19.4 GB), and attention-only 0.27 (19.4 -> 7.4 GB); the estimate itself ran 12%
+# under the all-linear peak, which came within 1% of its 19.8 GB cap at 0.7 here. The shares below
+# leave that margin; a measured peak replaces them after the first run of a shape.
 LEAN_BUDGETS = {1.0: (1.0, 1.0), 0.9: (0.75, 1.0), 0.6: (0.5, 1.18)}
 
 
@@ -134,7 +134,7 @@ def _candidates(cfg: TrialConfig, regroup: bool, compiled: bool) -> list[tuple[i
     fewer, fuller kernels, one dequantization of the base per step instead of four); then the
     configured one and halvings that still fill the GPU; then checkpointing. A compiled run tries each
     micro-batch without checkpointing at the lower activation budgets before the next smaller one (at
-    0.6 it trains ~18% slower; 8 x 512 trained 27% slower than 16 x 512). Without `regroup` (the
+    0.6 it takes ~1.18x as long; 8 x 512 trained 27% slower than 16 x 512). Without `regroup` (the
     CPU, whose test path stays as it was; a multi-worker trial, whose workers must agree) the
     micro-batch stays as configured and only checkpointing is chosen."""
     t = cfg.training

@@ -119,7 +119,7 @@ def test_a_compiled_run_lowers_its_activation_budget_before_anything_slower():
     assert run_key(cfg, True, False, 16, 1.0) == run_key(cfg, True, False, 16)  # older records still read
     at = {b: _plan(cfg, gb) for b, gb in ((0.9, 30.0), (0.6, 22.0))}  # 0.9 or 0.6 fits, not more
     assert [(run.batch_size, run.activation_budget) for run in at.values()] == [(16, 0.9), (16, 0.6)]
-    # 0.9 trained at the same speed on the H100, 0.6 18% slower
+    # 0.9 trained at the same speed on the H100, 0.6 took 1.18x as long
     assert training_seconds(at[0.9]) == training_seconds(full) < training_seconds(at[0.6])
     eager = _plan(_trial(compile=False, batch_size=4, grad_accum=4), 80.0 / 3, per_gpu=3)
     assert eager.activation_budget == 1.0 and (eager.batch_size < 16 or eager.gradient_checkpointing)
@@ -222,7 +222,7 @@ def test_trials_per_gpu_follow_what_this_node_measured_sharing_to_give(tmp_path)
 
 def test_sharing_a_gpu_more_ways_does_not_count_a_slower_run_as_busier():
     """At a quarter of an 80 GB GPU the e2e sweep's r=8 all-linear trial fits only at activation budget
-    0.6 (18% slower), at a third at full speed. Its slower steps keep the GPU busy longer without
+    0.6 (1.18x as long), at a third at full speed. Its slower steps keep the GPU busy longer without
     training more tokens: with the built-in figures, 3 share the GPU, not 4 (which the busy share
     alone would pick)."""
     from sweep.throughput import choose, efficiency
