@@ -84,10 +84,13 @@ def forget_graphs_if_many() -> None:
     is a cache entry of the decoder layer's code, so once MAX_KEPT_GRAPHS graphs were compiled (dynamo's
     count: graph breaks would count too) all are dropped at once, before dynamo's per-code limit
     would send new shapes to eager."""
-    graphs = counters["stats"]["unique_graphs"]
-    if graphs - _HELD.graphs_at_reset >= MAX_KEPT_GRAPHS:
-        torch._dynamo.reset()
-        _HELD.graphs_at_reset = counters["stats"]["unique_graphs"]
+    if counters["stats"]["unique_graphs"] - _HELD.graphs_at_reset >= MAX_KEPT_GRAPHS:
+        _forget_graphs()
+
+
+def _forget_graphs() -> None:
+    torch._dynamo.reset()
+    _HELD.graphs_at_reset = counters["stats"]["unique_graphs"]
 
 
 def use_activation_budget(budget: float) -> None:
@@ -99,8 +102,7 @@ def use_activation_budget(budget: float) -> None:
     import torch._functorch.config as functorch_config
 
     if budget != _HELD.activation_budget:
-        torch._dynamo.reset()
-        _HELD.graphs_at_reset = counters["stats"]["unique_graphs"]
+        _forget_graphs()
         _HELD.activation_budget = budget
     functorch_config.activation_memory_budget = budget
 

@@ -71,7 +71,7 @@ from trainables.model import (
 from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
-from trainables.run_plan import FAST_TOKENS, LEAN_BUDGETS, RunPlan, plan_run
+from trainables.run_plan import FAST_TOKENS, RunPlan, plan_run
 from trainables.sharding import STRATEGIES, check_shardable, shard_model
 
 
@@ -572,9 +572,8 @@ def _record_rate(cfg: TrialConfig, run: RunPlan, device: torch.device, tokens_pe
     (how many should share a GPU). Only from full micro-batches (FAST_TOKENS, as the default's
     16 x 512): the seed study's 4 x 512 ones trained 3 at once at 87% of one trial alone where 16 x 512
     ones trained at 122% (issue 30), and mixed into one median they would misjudge both. Nor from runs
-    that recompute to save memory (checkpointing, a lean activation budget): they train slower by design."""
-    slower = run.gradient_checkpointing or LEAN_BUDGETS[run.activation_budget][1] != 1
-    if run.batch_size * cfg.training.max_seq_len < FAST_TOKENS or slower:
+    that give up speed to fit (their plan's slowdown: checkpointing, a lean activation budget)."""
+    if run.batch_size * cfg.training.max_seq_len < FAST_TOKENS or run.slowdown != 1:
         return
     rate = 4.0 * _n_params(cfg.model.path, cfg.model.revision) * tokens_per_s
     compiled = run.compile.compile
