@@ -14,7 +14,15 @@ from trainables.config import TrialConfig
 from trainables.memory import estimate
 from trainables.model import count_trainable_params_for
 from trainables.node_stats import NodeStats, load_stats, record
-from trainables.run_plan import HEADROOM, LEAN_BUDGETS, plan_run, run_key, training_seconds
+from trainables.run_plan import (
+    HEADROOM,
+    LEAN_BUDGETS,
+    _candidates,
+    _slowdown,
+    plan_run,
+    run_key,
+    training_seconds,
+)
 
 OPEN_LLAMA_3B = AutoConfig.from_pretrained(OPEN_LLAMA)
 N_PARAMS = 3_426_473_600
@@ -249,47 +257,47 @@ def test_an_eager_trial_alone_is_not_preferred_to_compiled_ones_sharing_the_gpu(
     assert chosen.per_gpu > 1 and chosen.run.compile.compile
 
 
-def test_a_small_configured_micro_batch_is_regrouped_into_larger_ones_where_they_fit():
+def test_a_small_configured_micro_batch_is_regrouped_into_the_fastest_run_that_fits():
     """The seed study's 4 rows x 4 micro-batches: the same 16 rows a step as 16 x 1 where it fits (8 x 512
-    trained 27% slower than 16 x 512 on an H100), as large as fits where 16 x 1 does not, as configured
-    (or smaller) on a small share, checkpointed on the smallest; never past the default's 16 x 512 tokens."""
+    trained 27% slower than 16 x 512 on an H100), at a leaner activation budget or checkpointed where it
+    does not, whichever the cost model says is faster; never past the default's 16 x 512 tokens. Each
+    plan is the fastest candidate that fits: every faster one needs more than the budget."""
     seed = _trial(batch_size=4, grad_accum=4, compile=True)
-    budgets = {}
-    for budget in (80.0, 26.7, 20.0, 12.0, 8.0, 6.0):
+    chosen = {}
+    for budget in (80.0, 26.7, 20.0, 12.0, 6.0, 4.0):
         run = _plan(seed, budget, tokens=3 * 1_058_091)
         assert run.fits and run.batch_size * run.grad_accum == 16, (budget, run.describe())
-        budgets[budget] = (run.batch_size, run.gradient_checkpointing)
-    assert budgets[80.0] == (16, False)
-    full = [size for size, ckpt in budgets.values() if not ckpt]  # budgets from large to small
-    assert full == sorted(full, reverse=True) and full[-1] <= 4  # less memory, smaller micro-batches
-    assert budgets[6.0][1]  # then checkpointing, which also frees a larger grouping's activations
-    # Each regrouped run is the largest that fits: the next larger grouping does not, even at the
-    # leanest activation budget.
-    leanest = min(LEAN_BUDGETS)
-    for budget, (size, ckpt) in budgets.items():
-        if size < 16 and not ckpt:
-            bigger = _trial(batch_size=2 * size, grad_accum=8 // size, compile=True)
-            est = estimate(
-                bigger, OPEN_LLAMA_3B, count_trainable_params_for(OPEN_LLAMA_3B, bigger.lora), False
-            )
-            need = est.total_gb - est.activations_gb * (1 - LEAN_BUDGETS[leanest][0])
-            assert need > HEADROOM * budget, (budget, size, need)
+        chosen[budget] = (run.batch_size, run.gradient_checkpointing, run.activation_budget)
+        faster = [
+            (b, ck, lean)
+            for b, _, ck, lean in _candidates(seed, True, True)
+            if _slowdown(seed, b, ck, lean) < run.slowdown
+        ]
+        for b, ck, lean in faster:
+            sized = _trial(batch_size=b, grad_accum=16 // b, compile=True)
+            est = estimate(sized, OPEN_LLAMA_3B, count_trainable_params_for(OPEN_LLAMA_3B, sized.lora), ck)
+            need = est.total_gb - est.activations_gb * (1 - LEAN_BUDGETS[lean][0])
+            assert need > HEADROOM * budget, (budget, b, ck, lean, need)
+    assert chosen[80.0] == (16, False, 1.0)
+    assert chosen[20.0] == (16, False, min(LEAN_BUDGETS))  # 1.18x as long: before checkpointing's 4/3
+    assert chosen[6.0] == (16, True, 1.0)  # 4/3: before 8 x 512's 1.37x
+    assert chosen[4.0][0] < 16 and chosen[4.0][1]  # the smallest share: smaller and checkpointed
     # Long rows: 4 x 2048 is already the default's tokens, so it is not regrouped.
     long = _plan(_trial(batch_size=4, grad_accum=4, max_seq_len=2048, compile=True), 80.0)
     assert (long.batch_size, long.grad_accum) == (4, 4)
 
 
-def test_a_measured_out_of_memory_of_the_regrouped_run_plans_the_next_smaller_grouping():
+def test_a_measured_out_of_memory_of_the_regrouped_run_plans_a_leaner_run():
     """An OOM records its run as not fitting (trainables/trial.py); the retry then plans leaner: the
-    same grouping at lower activation budgets, then the next smaller grouping."""
+    same grouping at lower activation budgets, then checkpointed (4/3 the time: before 8 x 512's 1.37x)."""
     seed = _trial(batch_size=4, grad_accum=4, compile=True)
     stats, runs = NodeStats(), []
     for _ in range(4):
         run = _plan(seed, 80.0, stats=stats)
-        runs.append((run.batch_size, run.grad_accum, run.activation_budget))
+        runs.append((run.batch_size, run.activation_budget, run.gradient_checkpointing))
         assert run.fits
         stats.peaks[run.key(seed)] = 80.0 + 0.6  # it ran out of memory
-    assert runs == [(16, 1, 1.0), (16, 1, 0.9), (16, 1, 0.6), (8, 2, 1.0)]
+    assert runs == [(16, 1.0, False), (16, 0.9, False), (16, 0.6, False), (16, 1.0, True)]
 
 
 @pytest.mark.parametrize("micro_batch", [16, 4])
