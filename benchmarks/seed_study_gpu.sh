@@ -15,8 +15,10 @@ sets=(--set storage_path=/tmp/seed-study --set model.path=/tmp/qlora-bench/model
       --set data.source=/tmp/qlora-bench/data.jsonl)
 [ "${JUDGE:-local}" = none ] && sets+=(--set judge.backend=none)
 python3 -m sweep.cli plan examples/seed-study.yaml "${sets[@]}" "$@" > "$out/plan.txt" 2>&1
-start=$(date +%s.%N)
+start=$(date +%s%N)
 timeout "${LIMIT_S:-900}" python3 -m sweep.cli run examples/seed-study.yaml "${sets[@]}" "$@" > "$out/run.log" 2>&1
-echo "exit $? wall $(echo "$(date +%s.%N) - $start" | bc) s" | tee "$out/wall.txt"
+rc=$?
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+echo "exit $rc wall $((ms / 1000)).$(printf %03d $((ms % 1000))) s" | tee "$out/wall.txt"
 python3 -m benchmarks.sweep_bench --phases-only /tmp/seed-study/seed-study > "$out/phases.md" 2>&1 || true
 tail -n 30 "$out/run.log"
