@@ -19,6 +19,7 @@ start=$(date +%s%N)
 timeout "${LIMIT_S:-900}" python3 -m sweep.cli run examples/seed-study.yaml "${sets[@]}" "$@" > "$out/run.log" 2>&1
 rc=$?
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
-echo "exit $rc wall $((ms / 1000)).$(printf %03d $((ms % 1000))) s" | tee "$out/wall.txt"
 python3 -m benchmarks.sweep_bench --phases-only /tmp/seed-study/seed-study > "$out/phases.md" 2>&1 || true
+# wall.txt last: issue30_gpu.sh's seed-wait packs everything as soon as it appears
+echo "exit $rc wall $((ms / 1000)).$(printf %03d $((ms % 1000))) s" | tee "$out/wall.txt"
 tail -n 30 "$out/run.log"
