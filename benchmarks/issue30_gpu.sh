@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
-#   STEPS="single defaults cap24 cap40 six micro32 budget seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+#   STEPS="single defaults cap24 cap40 six micro32 budget profile seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
 #   (seed-bg starts the seed study detached, on a warm machine: it outlives the call; seed-wait, in the next
 #   call, waits for it and packs what it wrote)
 # single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
@@ -47,6 +47,11 @@ for step in ${STEPS:-single defaults}; do
     micro32)  # one trial at 16 x 512 and at 32 x 512 micro-batches: what a larger batch (or several
       # adapters over one base in one process, issue 30's item 4) could add over 16 x 512
       bench 300 micro32 --skip-sweep --single-sets "training.compile=true" "training.compile=true;training.batch_size=32" ;;
+    profile)  # the seed study's heavy trial shape alone, compiled: kernel time by op over its second window
+      # (where a step's time goes beyond the base's matmuls: the lever for a faster step)
+      timeout 300 python3 -m benchmarks.speed ours --profile --out "$R/profile" --name seed-all-4bit \
+        --set training.compile=true --set lora.dropout=0.05 --set lora.target_modules=all-linear+lm_head \
+        > "$R/profile.log" 2>&1 ;;
     defaults) bench 300 defaults --skip-single ;;
     six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
     cap24|cap40)

@@ -13,6 +13,7 @@ from trainables.config import TrialConfig
 from trainables.data import prepare_data, sample_prompts
 from trainables.judging import judge_outputs
 from trainables.model import load_adapter, load_base_model, load_tokenizer
+from trainables.node_cache import base_generations_path, node_cached
 
 
 def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
@@ -53,12 +54,17 @@ class Samples:
         self.rows, self.prompts = sample_prompts(cfg, data)
         self.model = load_base_model(cfg.model, cfg.quantization)
         self._base: list[str] | None = None
+        self.base_shared = False  # whether the base's outputs came from the node's cache
         self.adapted = False
 
     def base_outputs(self) -> list[str]:
-        """The bare base model's outputs (what `disable_adapter()` would give), generated once."""
+        """The bare base model's outputs (what `disable_adapter()` would give), generated once per node:
+        a judged trial or an earlier sweep's sampler may have made them (trainables/node_cache.py)."""
         if self._base is None:
-            self._base = generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
+            path = base_generations_path(self.cfg, self.prompts)
+            self._base, self.base_shared = node_cached(
+                path, lambda: generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
+            )
         return self._base
 
     def records(self, adapter: str | Path) -> tuple[list[dict], list[dict]]:

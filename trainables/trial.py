@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.metadata
 import json
 import math
 import os
@@ -68,6 +67,7 @@ from trainables.model import (
     resolve_attn,
     weights_identity,
 )
+from trainables.node_cache import base_generations_path, library_versions, node_cache_path, node_cached
 from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
@@ -404,19 +404,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
 
 
 def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lockstep: bool) -> list[str]:
-    """The base model's outputs for the same prompts (adapter disabled), computed once per node:
-    every trial of a sweep shares its base model, so the first one to get here writes the cache.
-    `lockstep` (FSDP): generating is collective, so rank 0's cache decides for every worker."""
-    path = _node_cache_path(
-        "base_generations",
-        [
-            cfg.model.path,
-            cfg.model.revision,
-            cfg.quantization.model_dump(),
-            cfg.generation.model_dump(),
-            prompts,
-        ],
-    )
+    """The base model's outputs for the same prompts (adapter disabled), computed once per node
+    (trainables/node_cache.py): every trial of a sweep, and the sweep's sampler, share its base model,
+    so the first one to get here writes the cache. `lockstep` (FSDP): generating is collective, so
+    rank 0's cache decides for every worker."""
+    path = base_generations_path(cfg, prompts)
     if lockstep:
         cached = [path.is_file()]
         dist.broadcast_object_list(cached, src=0)
@@ -434,24 +426,7 @@ def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lo
         with model.disable_adapter():
             return generate(model, tokenizer, prompts, cfg.generation)
 
-    return _node_cached(path, base_outputs)[0]
-
-
-def _node_cache_path(kind: str, key: list) -> Path:
-    """Where a result that every trial of a node shares is kept: cache_dir()/kind/<hash of key>.json."""
-    path = cache_dir() / kind / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _node_cached(path: Path, compute):  # noqa: ANN202 - compute's JSON value
-    """The value at `path`, computed by the first trial to get here (under a file lock, so trials
-    started together compute it once); also whether it was there already."""
-    with FileLock(str(path) + ".lock"):
-        shared = path.is_file()
-        if not shared:
-            path.write_text(json.dumps(compute()))
-        return json.loads(path.read_text()), shared
+    return node_cached(path, base_outputs)[0]
 
 
 def _generations(cfg: TrialConfig, model, tokenizer, data, lockstep: bool) -> tuple[list, list, list, list]:
@@ -608,9 +583,9 @@ def _base_eval(
         cfg.quantization.model_dump(),
         str(model.dtype),
         device.type,
-        {m: importlib.metadata.version(m) for m in ("torch", "transformers", "bitsandbytes", "peft")},
+        library_versions(),
         digest.hexdigest(),
     ]
-    return _node_cached(
-        _node_cache_path("base_eval", key), lambda: loss_metrics(*_eval_sums(model, evals, lockstep, device))
+    return node_cached(
+        node_cache_path("base_eval", key), lambda: loss_metrics(*_eval_sums(model, evals, lockstep, device))
     )

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,6 @@ def test_trials_reuse_a_worker_and_its_base_model(local_ray, tmp_path):
     after the first runs on the finished trial's worker, whose base model is still loaded; every
     trial reports its phase timings. Issue 30: the base model's eval runs once for the sweep, no trial
     generates (no judge), and the best trial's samples beside the base's are generated once after it."""
-    import shutil
 
     from sweep.placement import concurrent_trials
     from trainables.builtin_models import cache_dir
@@ -231,6 +231,7 @@ def test_samples_are_prepared_while_the_last_trial_runs(local_ray, tmp_path):
     """Issue 30: once every trial has started and one has ended, the sampler takes its freed share and
     loads the base and generates its samples while the other trial still trains; after the sweep only
     the best adapter's generation is left. The samples are those a sampler started afterwards makes."""
+    from trainables.builtin_models import cache_dir
     from trainables.config import TrialConfig
     from trainables.evaluate import sample_generations
 
@@ -252,6 +253,7 @@ def test_samples_are_prepared_while_the_last_trial_runs(local_ray, tmp_path):
     ckpt = Path(out.best["checkpoint"])
     tuned = json.loads((ckpt / "eval" / "generations.json").read_text())
     base = json.loads((ckpt / "eval" / "base_generations.json").read_text())
+    shutil.rmtree(cache_dir() / "base_generations")  # the cold sampler generates the base's again
     cold_tuned, cold_base = sample_generations(
         TrialConfig.model_validate(out.best["config"]), ckpt / "adapter"
     )
