@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
-#   STEPS="single defaults cap24 cap40 six micro32 budget profile seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+#   STEPS="single defaults cap24 cap40 six micro32 budget profile dropout seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
 #   (seed-bg starts the seed study detached, on a warm machine: it outlives the call; seed-wait, in the next
 #   call, waits for it and packs what it wrote)
 # single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
@@ -52,6 +52,11 @@ for step in ${STEPS:-single defaults}; do
       timeout 300 python3 -m benchmarks.speed ours --profile --out "$R/profile" --name seed-all-4bit \
         --set training.compile=true --set lora.dropout=0.05 --set lora.target_modules=all-linear+lm_head \
         > "$R/profile.log" 2>&1 ;;
+    dropout)  # the seed's heavy shape alone, compiled, with the seed's LoRA dropout 0.05 and without: what
+      # peft's per-module dropout (a masked copy of each adapted layer's input) costs a step
+      bench 300 dropout --skip-sweep --single-sets \
+        "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.05" \
+        "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.0" ;;
     defaults) bench 300 defaults --skip-single ;;
     six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
     cap24|cap40)
