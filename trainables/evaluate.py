@@ -61,7 +61,7 @@ class Samples:
         """The bare base model's outputs (what `disable_adapter()` would give), generated once per node:
         a judged trial or an earlier sweep's sampler may have made them (trainables/node_cache.py)."""
         if self._base is None:
-            path = base_generations_path(self.cfg, self.prompts)
+            path = base_generations_path(self.cfg, self.model, self.prompts)
             self._base, self.base_shared = node_cached(
                 path, lambda: generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
             )

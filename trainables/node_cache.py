@@ -41,21 +41,22 @@ def node_cached(path: Path, compute: Callable[[], object]) -> tuple[object, bool
         return json.loads(path.read_text()), shared
 
 
-def library_versions() -> dict[str, str]:
-    """The libraries whose numerics a cached result about a model depends on."""
-    return {m: importlib.metadata.version(m) for m in ("torch", "transformers", "bitsandbytes", "peft")}
-
-
-def base_generations_path(cfg: TrialConfig, prompts: list[str]) -> Path:
-    """Where the base model's outputs for `prompts` are kept: the same for a judged trial (adapter
-    disabled) and the sampler (the bare base), since both generate with the base's weights alone."""
-    key = [
-        BASE_GENERATIONS_VERSION,
+def base_identity(cfg: TrialConfig, model) -> list:  # noqa: ANN001 - a torch model
+    """What a cached result about a base model depends on, whatever it measures: the model, its weight
+    files, its quantization, the dtype and device it computes in ("auto" in the config resolves to
+    bfloat16 on a GPU and float32 on the CPU) and the libraries whose numerics it goes through."""
+    return [
         cfg.model.model_dump(),
         weights_identity(cfg.model),
         cfg.quantization.model_dump(),
-        cfg.generation.model_dump(),
-        library_versions(),
-        prompts,
+        str(model.dtype),
+        next(model.parameters()).device.type,
+        {m: importlib.metadata.version(m) for m in ("torch", "transformers", "bitsandbytes", "peft")},
     ]
+
+
+def base_generations_path(cfg: TrialConfig, model, prompts: list[str]) -> Path:  # noqa: ANN001 - a torch model
+    """Where the base model's outputs for `prompts` are kept: the same for a judged trial (adapter
+    disabled) and the sampler (the bare base), since both generate with the base's weights alone."""
+    key = [BASE_GENERATIONS_VERSION, *base_identity(cfg, model), cfg.generation.model_dump(), prompts]
     return node_cache_path("base_generations", key)

@@ -65,9 +65,8 @@ from trainables.model import (
     load_config,
     load_tokenizer,
     resolve_attn,
-    weights_identity,
 )
-from trainables.node_cache import base_generations_path, library_versions, node_cache_path, node_cached
+from trainables.node_cache import base_generations_path, base_identity, node_cache_path, node_cached
 from trainables.node_stats import load_stats, record, stats_path
 from trainables.phases import PhaseTimer
 from trainables.reporting import PrintReporter, Reporter
@@ -408,7 +407,7 @@ def _base_generations(cfg: TrialConfig, model, tokenizer, prompts: list[str], lo
     (trainables/node_cache.py): every trial of a sweep, and the sweep's sampler, share its base model,
     so the first one to get here writes the cache. `lockstep` (FSDP): generating is collective, so
     rank 0's cache decides for every worker."""
-    path = base_generations_path(cfg, prompts)
+    path = base_generations_path(cfg, model, prompts)
     if lockstep:
         cached = [path.is_file()]
         dist.broadcast_object_list(cached, src=0)
@@ -576,16 +575,7 @@ def _base_eval(
         for name in sorted(batch):
             digest.update(f"{name}{tuple(batch[name].shape)}{batch[name].dtype}".encode())
             digest.update(batch[name].cpu().numpy().tobytes())
-    key = [
-        BASE_EVAL_VERSION,
-        cfg.model.model_dump(),
-        weights_identity(cfg.model),
-        cfg.quantization.model_dump(),
-        str(model.dtype),
-        device.type,
-        library_versions(),
-        digest.hexdigest(),
-    ]
+    key = [BASE_EVAL_VERSION, *base_identity(cfg, model), digest.hexdigest()]
     return node_cached(
         node_cache_path("base_eval", key), lambda: loss_metrics(*_eval_sums(model, evals, lockstep, device))
     )
