@@ -57,7 +57,7 @@ for step in ${STEPS:-single defaults}; do
       bench 300 dropout --skip-sweep --single-sets \
         "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.05" \
         "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.0" ;;
-    defaults) bench 300 defaults --skip-single ;;
+    defaults|defaults2) bench 300 "$step" --skip-single ;;  # defaults2: the same again on the warm node
     six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
     cap24|cap40)
       gb=${step#cap}
