@@ -17,8 +17,17 @@ def choose(rows: list[dict], cfg: GenerationConfig) -> list[dict]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_size: int = 8) -> list[str]:
-    """Continuations of `prompts` (prompt text stripped), at most `cfg.max_new_tokens` tokens each."""
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    cfg: GenerationConfig,
+    batch_size: int = 8,
+    adapter_names: list[str] | None = None,
+) -> list[str]:
+    """Continuations of `prompts` (prompt text stripped), at most `cfg.max_new_tokens` tokens each.
+    `adapter_names` (one per prompt; "__base__" for the bare base) batches several adapters of a peft
+    model together: peft's mixed-adapter batches."""
     if not prompts:
         return []
     device = next(model.parameters()).device
@@ -32,6 +41,8 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, batch_
             for i in range(0, len(prompts), batch_size):
                 enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(device)
                 kwargs = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.do_sample else {}
+                if adapter_names is not None:
+                    kwargs["adapter_names"] = adapter_names[i : i + batch_size]
                 out = model.generate(
                     **enc,
                     max_new_tokens=cfg.max_new_tokens,

@@ -118,7 +118,7 @@ def trial_dir() -> Path:
 
 
 @contextlib.contextmanager
-def trial_log(path: Path) -> Iterator[Path]:
+def trial_log(path: Path, what: str = "trial") -> Iterator[Path]:
     """Send this process's output to the trial's log for as long as the trial runs, then give it back:
     file descriptors 1 and 2 (C-level prints, child processes) and sys.stdout/sys.stderr (Python
     prints, tqdm bars, warnings; they need not write to fd 1 and 2). A worker process that Tune reuses
@@ -129,7 +129,7 @@ def trial_log(path: Path) -> Iterator[Path]:
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace") as log:
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} trial starts (pid {os.getpid()}) ===\n")
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what} starts (pid {os.getpid()}) ===\n")
         log.flush()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)

@@ -7,6 +7,7 @@ that a trial needs (the reporter) is in `sweep/tune_reporter.py`.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from sweep.placement import concurrent_trials, trial_resources
 from sweep.preflight import check_cluster
 from sweep.ray_start import connect_ray
 from sweep.resume import StateBackup, repair_state, write_state_often
-from sweep.samples import SamplePrewarm, sample_best, samples_wanted, stop_sampler
+from sweep.samples import SamplePrewarm, sample_best, samples_here, samples_wanted, stop_sampler
 from sweep.search import reports_per_trial, searcher_of
 from sweep.search import scheduler as _scheduler
 from sweep.search import searcher as _searcher
@@ -68,7 +69,7 @@ def _tuner(cfg: SweepConfig, parent_run_id: str, restore: bool, resources, stop=
     callbacks = [*tune_callbacks(cfg), MlflowTrialCallback(cfg.tracking_uri(), cfg.name, parent_run_id)]
     if "://" not in path:
         callbacks.append(StateBackup(path))
-    if samples_wanted(cfg):
+    if samples_wanted(cfg) and not samples_here(cfg):
         callbacks.append(SamplePrewarm(cfg))
     if restore:
         if "://" not in path and repair_state(Path(path)) == "unrecoverable":
@@ -158,7 +159,8 @@ def run_sweep(
     took: dict = {}  # the sampler's own phases
     if best:
         best["run_id"] = trial_run_id(uri, parent, best["trial_id"])
-        if not sample_best(cfg, best, uri, parent, took):
+        log_path = None if verbose else _driver_log(cfg)
+        if not sample_best(cfg, best, uri, parent, took, log_path):
             _log_base_generations(uri, parent, best["checkpoint"])
     else:
         stop_sampler(cfg)
@@ -177,6 +179,14 @@ def run_sweep(
         search=search.stats() if search else None,
         driver=driver,
     )
+
+
+def _driver_log(cfg: SweepConfig) -> Path:
+    """Where the driver's own model work (the samples) writes its libraries' output, beside the trials'
+    logs: the experiment's directory, or the temp dir when the experiment is in cloud storage."""
+    if "://" in cfg.storage():
+        return Path(tempfile.gettempdir()) / f"qlora-sweep-{cfg.name}" / "samples.log"
+    return Path(cfg.storage()) / cfg.name / "samples.log"
 
 
 def _best(cfg: SweepConfig, finished) -> dict | None:

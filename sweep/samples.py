@@ -5,6 +5,13 @@ seconds in the GPU main job, issue 30) for text no one read unless a judge score
 a judge now generates once, after it ends, for the trial the report shows: its adapter and the base
 model, the same fixed prompts, in one Ray actor on whatever device the trials used.
 
+**Where.** When the Ray cluster is this machine alone (`qlora-sweep run` on one machine, the README's
+jobs), the driver generates them itself once the trials have ended: it has imported torch and
+transformers already and the trials' devices are its own, so there is no process to start. An actor
+meant 24-32 s of waiting after the trials in the quickstarts on one H200 (issue 30, fifteenth session:
+a new process, its imports, the base's load and samples), against a 2.7-9 s generation. On a cluster
+the driver's node may have no GPU, so there it is a Ray actor on a trial's share of one.
+
 That actor is started early: once every trial of the sweep has started and one has ended, no trial
 waits for the GPU share it freed, and the sweep's last trials leave the GPU partly idle. The actor
 takes that share, imports, loads the base model and generates the base's samples meanwhile, so what
@@ -14,6 +21,7 @@ is left after the sweep is the best adapter's own generation. Should a trial wai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -92,6 +100,35 @@ def samples_wanted(cfg: SweepConfig) -> bool:
     return cfg.judge.backend == "none"
 
 
+def samples_here(cfg: SweepConfig) -> bool:
+    """Whether the driver generates the samples itself: the cluster is its own node alone, with a GPU
+    where the sweep's trials used one (see the module's docstring)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) != 1 or nodes[0]["NodeID"] != ray.get_runtime_context().get_node_id():
+        return False
+    return not gpu_share(cfg) or nodes[0]["Resources"].get("GPU", 0) > 0
+
+
+def _sample_in_driver(trial: dict, checkpoint: str, log: Path | None) -> tuple[list[dict], list[dict], dict]:
+    """`Sampler.sample` in this process, its libraries' output (weights' loading, warnings) sent to
+    `log` as a trial's is; the model's memory is given back afterwards (the report comes next)."""
+    import gc
+
+    import torch
+
+    from sweep.console import trial_log
+
+    sampler = Sampler()
+    try:
+        with trial_log(log, "samples") if log else contextlib.nullcontext():
+            return sampler.sample(trial, checkpoint, time.time())
+    finally:
+        sampler.held = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def _sampler(cfg: SweepConfig, name: str | None = None):
     """A new sampler actor on the share of a GPU a trial had (one trial's memory): asking for a whole
     GPU could wait forever on a cluster whose GPUs are shared."""
@@ -150,13 +187,20 @@ def _waiting(trials) -> bool:
 
 
 def sample_best(
-    cfg: SweepConfig, best: dict, tracking_uri: str, parent_run_id: str, seconds: dict | None = None
+    cfg: SweepConfig,
+    best: dict,
+    tracking_uri: str,
+    parent_run_id: str,
+    seconds: dict | None = None,
+    log_path: Path | None = None,
 ) -> bool:
     """Generate and log the best trial's and the base's samples (MLflow: the best run's and the sweep
-    run's `eval/*generations.json`, beside its checkpoint's `eval/`), on the sampler started during the
-    sweep when there is one. False when there is nothing to do (see `samples_wanted`; no checkpoint
-    with an adapter) or the actor failed or timed out (logged, not fatal: the sweep's results stand
-    without samples). `seconds` gets the actor's phases: waiting for it, loading, generating."""
+    run's `eval/*generations.json`, beside its checkpoint's `eval/`): in this process on a one-machine
+    cluster, else on the sampler started during the sweep when there is one. False when there is
+    nothing to do (see `samples_wanted`; no checkpoint with an adapter) or the generation failed or
+    timed out (logged, not fatal: the sweep's results stand without samples). `seconds` gets the
+    phases: waiting for the sampler, loading, generating. `log_path`: where this process's generation
+    writes its libraries' output (None: to the console)."""
     ckpt = best.get("checkpoint")
     if not samples_wanted(cfg) or not ckpt or not stored.has(ckpt, "adapter"):
         stop_sampler(cfg)
@@ -164,21 +208,29 @@ def sample_best(
     if stored.has(ckpt, "eval/generations.json"):
         stop_sampler(cfg)
         return False  # already sampled (a resumed sweep, or a `report` after the run)
+    here = samples_here(cfg)
+    actor = None
     try:
-        actor = ray.get_actor(_sampler_name(cfg))
-    except ValueError:
-        actor = _sampler(cfg)
-    ref = actor.sample.remote(best["config"], ckpt, time.time())
-    try:
-        records, base, took = ray.get(ref, timeout=SAMPLE_TIMEOUT_S)
+        if here:
+            stop_sampler(cfg)  # none was started (`SamplePrewarm` is for clusters); a resumed one's
+            records, base, took = _sample_in_driver(best["config"], ckpt, log_path)
+        else:
+            try:
+                actor = ray.get_actor(_sampler_name(cfg))
+            except ValueError:
+                actor = _sampler(cfg)
+            ref = actor.sample.remote(best["config"], ckpt, time.time())
+            records, base, took = ray.get(ref, timeout=SAMPLE_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - samples are for the report; the sweep's results stand
         log.warning(
-            "sample generations for the best trial failed: %s",
+            "sample generations for the best trial failed: %s%s",
             (str(err) or type(err).__name__).splitlines()[0],
+            f" (its log: {log_path})" if here and log_path else "",
         )
         return False
     finally:
-        ray.kill(actor)
+        if actor is not None:
+            ray.kill(actor)
     if seconds is not None:
         seconds.update({k: round(v, 3) for k, v in took.items()})
     stored.write_json(ckpt, "eval/generations.json", records)

@@ -17,6 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # OpenLLaMA-3b-v2's config.json (numbers only, no weights), shipped in the repository so that the seed
 # study's table needs nothing beside the checkout; the README's offline `plan` command names this path.
 OPEN_LLAMA = ROOT / "examples" / "models" / "open_llama_3b_v2"
+# A sweep's overrides for seconds-long CPU trials of the built-in tiny model (one prompt generated).
+TINY_SWEEP = [
+    "model.path=tiny",
+    "data.eval_rows=30",
+    "training.max_steps=8",
+    "training.eval_interval=2",
+    "training.batch_size=4",
+    "training.grad_accum=1",
+    "training.max_seq_len=256",
+    "generation.num_prompts=1",
+    "generation.max_new_tokens=4",
+    "resources.cpu=1",
+    "resources.gpu=0",
+]
 
 
 def __getattr__(name: str):  # noqa: ANN202 - SMOLLM2_SHAPE is built on first use (transformers is heavy)

@@ -44,8 +44,8 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
 
 class Samples:
     """A base model held for sample generations: its own outputs for the fixed held-out prompts, once,
-    then any adapter's over it. A sweep loads it while its last trials still run (`sweep/samples.py`),
-    so what is left after the sweep is the best adapter's generation alone."""
+    then any adapter's over it. On a cluster a sweep loads it while its last trials still run
+    (`sweep/samples.py`), so what is left after the sweep is the best adapter's generation alone."""
 
     def __init__(self, cfg: TrialConfig):
         self.cfg, self.key = cfg, samples_key(cfg)
@@ -61,18 +61,33 @@ class Samples:
         """The bare base model's outputs (what `disable_adapter()` would give), generated once per node:
         a judged trial or an earlier sweep's sampler may have made them (trainables/node_cache.py)."""
         if self._base is None:
-            path = base_generations_path(self.cfg, self.model, self.prompts)
-            self._base, self.base_shared = node_cached(
-                path, lambda: generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
-            )
+            self._cached_base(lambda: generate(self.model, self.tokenizer, self.prompts, self.cfg.generation))
+        return self._base
+
+    def _cached_base(self, make) -> list[str]:  # noqa: ANN001 - () -> the base's outputs
+        path = base_generations_path(self.cfg, self.model, self.prompts)
+        self._base, self.base_shared = node_cached(path, make)
         return self._base
 
     def records(self, adapter: str | Path) -> tuple[list[dict], list[dict]]:
         """The adapter's generation records and the base's for the same prompts. The adapter is
-        loaded onto the held base (which it then wraps): one adapter per `Samples`."""
-        base = self.base_outputs()
+        loaded onto the held base (which it then wraps): one adapter per `Samples`. Where the base's
+        outputs are still to be made, they are made in the adapter's batches (peft's mixed-adapter
+        batches: a generation step costs about the same for twice the rows, so the base comes at
+        little more than one generation's time instead of two)."""
         self.model, self.adapted = load_adapter(self.model, adapter), True
-        outputs = generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
+        n, tuned = len(self.prompts), []
+
+        def both() -> list[str]:  # each prompt twice in a row, the base's then the adapter's
+            rows = [p for p in self.prompts for _ in range(2)]
+            outputs = generate(
+                self.model, self.tokenizer, rows, self.cfg.generation, 16, ["__base__", "default"] * n
+            )
+            tuned.extend(outputs[1::2])
+            return outputs[0::2]
+
+        base = self._base or self._cached_base(both)
+        outputs = tuned or generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
         records = generation_records(self.rows, self.prompts, outputs)
         return records, with_outputs(records, base)
 
