@@ -8,17 +8,20 @@ import os
 import threading
 import time
 
+import psutil
 import ray
 
 seconds = 0.0  # how long the last start or join took (the sweep's driver_ray_start_s)
+startup = None  # seconds from this process's start to that start or join: the CLI's own (driver_startup_s)
 
 
 def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """Join the cluster named by RAY_ADDRESS (ray job submit sets it) or start a local instance.
     Without `log_to_driver`, workers' output stays in Ray's logs and the trials' own logs."""
-    global seconds
+    global seconds, startup
     if ray.is_initialized():
         return
+    startup = time.time() - psutil.Process().create_time()
     started = time.perf_counter()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=log_to_driver)

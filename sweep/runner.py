@@ -114,9 +114,9 @@ def run_sweep(
     `stop` is Ray Tune's own stopping criterion (a dict of metric limits or a `tune.Stopper`) for
     Python callers that end trials on a condition of their own; trials it stops count as stopped early.
     `verbose` leaves trials' and libraries' output on the console (see `sweep/console.py`).
-    The driver's own seconds (Ray's start, setup, the trials, the samples, closing) are in the outcome
-    and the sweep run's `driver_<phase>_s` metrics: on a GPU, 75 of a 205 s sweep lay outside the
-    trials (issue 30), and these say where.
+    The driver's own seconds (the CLI's start, Ray's start, setup, the trials, the samples, closing)
+    are in the outcome and the sweep run's `driver_<phase>_s` metrics: on a GPU, 75 of a 205 s sweep
+    lay outside the trials (issue 30), and these say where.
     """
     driver, lap = {}, [time.perf_counter()]
 
@@ -125,6 +125,8 @@ def run_sweep(
         driver[phase], lap[0] = round(now - lap[0], 3), now
 
     connect_ray(log_to_driver=verbose)  # already up when the CLI started it beside its imports
+    if ray_start.startup is not None:  # the CLI's seconds before Ray's start: Python, config, checks
+        driver["startup"], ray_start.startup = round(ray_start.startup, 3), None  # once: not a later run's
     done("ray_start")
     driver["ray_start"] = max(driver["ray_start"], round(ray_start.seconds, 3))
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts

@@ -108,6 +108,8 @@ def test_quickstart_console_is_clean_and_trial_logs_hold_the_noise(tmp_path):
     assert "\x1b[" not in out.stdout and "\r" not in out.stdout
     assert not re.search(r"\de[+-]0", console), console
     summary = console.split("=== sweep console:", 1)[1]
+    # Where the wall went outside the trials, from the CLI's own start (issue 30).
+    assert re.search(r"^driver: startup [\d.]+ s, ray start [\d.]+ s, setup ", summary, re.M), summary
     assert re.search(r"^  trainable params: [\d.,]+k?$", summary, re.M), summary
     assert re.search(r"^  throughput: (\d{1,3}(,\d{3})?|[\d.]+k) tokens/s$", summary, re.M), summary
 
