@@ -119,7 +119,8 @@ def trial_dir() -> Path:
 
 @contextlib.contextmanager
 def trial_log(path: Path, what: str = "trial") -> Iterator[Path]:
-    """Send this process's output to the trial's log for as long as the trial runs, then give it back:
+    """Send this process's output to the trial's log for as long as the trial runs, then give it back
+    (`what` names the work in the log's header: the driver's samples use it too):
     file descriptors 1 and 2 (C-level prints, child processes) and sys.stdout/sys.stderr (Python
     prints, tqdm bars, warnings; they need not write to fd 1 and 2). A worker process that Tune reuses
     for the next trial writes that trial's output to that trial's log. A failure's traceback is

@@ -7,7 +7,6 @@ that a trial needs (the reporter) is in `sweep/tune_reporter.py`.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from sweep.placement import concurrent_trials, trial_resources
 from sweep.preflight import check_cluster
 from sweep.ray_start import connect_ray
 from sweep.resume import StateBackup, repair_state, write_state_often
+from sweep.reuse import experiment_dir
 from sweep.samples import SamplePrewarm, sample_best, samples_here, samples_wanted, stop_sampler
 from sweep.search import reports_per_trial, searcher_of
 from sweep.search import scheduler as _scheduler
@@ -184,11 +184,9 @@ def run_sweep(
 
 
 def _driver_log(cfg: SweepConfig) -> Path:
-    """Where the driver's own model work (the samples) writes its libraries' output, beside the trials'
-    logs: the experiment's directory, or the temp dir when the experiment is in cloud storage."""
-    if "://" in cfg.storage():
-        return Path(tempfile.gettempdir()) / f"qlora-sweep-{cfg.name}" / "samples.log"
-    return Path(cfg.storage()) / cfg.name / "samples.log"
+    """Where the driver's own model work (the samples) writes its libraries' output: beside the trials'
+    logs, or where the report goes when the experiment is in cloud storage (sweep/session.py)."""
+    return (experiment_dir(cfg) or Path.cwd() / cfg.name) / "samples.log"
 
 
 def _best(cfg: SweepConfig, finished) -> dict | None:

@@ -3,14 +3,15 @@
 Every trial used to generate its samples at its end (7-14 s each on an H100, eager; 37.5% of all trial
 seconds in the GPU main job, issue 30) for text no one read unless a judge scored it. A sweep without
 a judge now generates once, after it ends, for the trial the report shows: its adapter and the base
-model, the same fixed prompts, in one Ray actor on whatever device the trials used.
+model, the same fixed prompts, on whatever device the trials used.
 
-**Where.** When the Ray cluster is this machine alone (`qlora-sweep run` on one machine, the README's
-jobs), the driver generates them itself once the trials have ended: it has imported torch and
+**Where.** When `qlora-sweep run` started Ray on this machine and it is the whole cluster (the
+README's jobs), the driver generates them itself once the trials have ended: it has imported torch and
 transformers already and the trials' devices are its own, so there is no process to start. An actor
 meant 24-32 s of waiting after the trials in the quickstarts on one H200 (issue 30, fifteenth session:
 a new process, its imports, the base's load and samples), against a 2.7-9 s generation. On a cluster
-the driver's node may have no GPU, so there it is a Ray actor on a trial's share of one.
+(or a Ray instance other jobs share) the driver's node may have no GPU, or its GPU may be another job's,
+so there it is a Ray actor on a trial's share of one, with Ray's accounting.
 
 That actor is started early: once every trial of the sweep has started and one has ended, no trial
 waits for the GPU share it freed, and the sweep's last trials leave the GPU partly idle. The actor
@@ -24,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
+import traceback
 from pathlib import Path
 
 import ray
@@ -34,15 +37,20 @@ from ray.tune.experiment import Trial
 from sweep import stored
 from sweep.config import SweepConfig
 from sweep.placement import gpu_share
+from sweep.preflight import spans_nodes
 from sweep.space import trial_config
 from sweep.tracking import client_for, log_base_generations, log_generations
 
 log = logging.getLogger(__name__)
-SAMPLE_TIMEOUT_S = 900  # loading a base and generating 2 x num_prompts: minutes at most, even on a CPU
+SAMPLE_TIMEOUT_S = 900  # the actor's: loading a base and generating 2 x num_prompts, minutes at most
+# The driver generates in its own process, without a timeout (it cannot be cut short from outside and
+# go on); it waits at most this long for Ray to take back the trials' GPU shares first.
+RELEASE_WAIT_S = 30.0
 
 
 class Sampler:
-    """A Ray actor holding one base model for sample generations (trainables.evaluate.Samples)."""
+    """One base model held for sample generations (trainables.evaluate.Samples): a Ray actor on a
+    cluster, a plain object in the driver on one machine."""
 
     def __init__(self):
         self.held = None
@@ -101,10 +109,16 @@ def samples_wanted(cfg: SweepConfig) -> bool:
 
 
 def samples_here(cfg: SweepConfig) -> bool:
-    """Whether the driver generates the samples itself: the cluster is its own node alone, with a GPU
-    where the sweep's trials used one (see the module's docstring)."""
+    """Whether the driver generates the samples itself: Ray was started here, not joined (a submitted
+    job or an existing instance has RAY_ADDRESS), and the cluster is this node alone, one that runs
+    trials (a head with no CPUs waits for workers: `preflight.spans_nodes`), with a GPU where the
+    sweep's trials used one (see the module's docstring)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return False
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) != 1 or nodes[0]["NodeID"] != ray.get_runtime_context().get_node_id():
+    if spans_nodes([n["Resources"] for n in nodes]) or len(nodes) != 1:
+        return False
+    if nodes[0]["NodeID"] != ray.get_runtime_context().get_node_id():
         return False
     return not gpu_share(cfg) or nodes[0]["Resources"].get("GPU", 0) > 0
 
@@ -118,15 +132,29 @@ def _sample_in_driver(trial: dict, checkpoint: str, log: Path | None) -> tuple[l
 
     from sweep.console import trial_log
 
+    _wait_for_gpus_released()
     sampler = Sampler()
     try:
         with trial_log(log, "samples") if log else contextlib.nullcontext():
             return sampler.sample(trial, checkpoint, time.time())
+    except Exception as err:
+        traceback.clear_frames(err.__traceback__)  # the frames hold the model: let it go below
+        raise
     finally:
         sampler.held = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _wait_for_gpus_released(timeout_s: float = RELEASE_WAIT_S) -> None:
+    """Until Ray counts every GPU free again: Tune ends its trial actors without waiting for them to
+    exit, and a reused worker still holds its base model in GPU memory until it does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("GPU", 0) >= ray.cluster_resources().get("GPU", 0):
+            return
+        time.sleep(0.2)  # Ray's resource view is polled: it has no event for a share returned
 
 
 def _sampler(cfg: SweepConfig, name: str | None = None):
@@ -208,9 +236,9 @@ def sample_best(
     if stored.has(ckpt, "eval/generations.json"):
         stop_sampler(cfg)
         return False  # already sampled (a resumed sweep, or a `report` after the run)
-    here = samples_here(cfg)
-    actor = None
+    here, actor = False, None
     try:
+        here = samples_here(cfg)
         if here:
             stop_sampler(cfg)  # none was started (`SamplePrewarm` is for clusters); a resumed one's
             records, base, took = _sample_in_driver(best["config"], ckpt, log_path)

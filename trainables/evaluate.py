@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from evaluation.generation import generate, with_outputs
@@ -61,8 +62,12 @@ class Samples:
         """The bare base model's outputs (what `disable_adapter()` would give), generated once per node:
         a judged trial or an earlier sweep's sampler may have made them (trainables/node_cache.py)."""
         if self._base is None:
-            self._cached_base(lambda: generate(self.model, self.tokenizer, self.prompts, self.cfg.generation))
+            self._cached_base(self._generate_base)
         return self._base
+
+    def _generate_base(self) -> list[str]:
+        with self.model.disable_adapter() if self.adapted else contextlib.nullcontext():
+            return generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
 
     def _cached_base(self, make) -> list[str]:  # noqa: ANN001 - () -> the base's outputs
         path = base_generations_path(self.cfg, self.model, self.prompts)
@@ -72,9 +77,11 @@ class Samples:
     def records(self, adapter: str | Path) -> tuple[list[dict], list[dict]]:
         """The adapter's generation records and the base's for the same prompts. The adapter is
         loaded onto the held base (which it then wraps): one adapter per `Samples`. Where the base's
-        outputs are still to be made, they are made in the adapter's batches (peft's mixed-adapter
-        batches: a generation step costs about the same for twice the rows, so the base comes at
-        little more than one generation's time instead of two)."""
+        outputs are still to be made, greedy ones are made in the adapter's batches (peft's
+        mixed-adapter batches: a generation step on a GPU cost the same for 8 rows as for 4, so the
+        base comes at little more than one generation's time instead of two). The text is the same
+        as apart (tests/trainables/test_node_cache.py), up to what other batch shapes change in a
+        GPU's bf16 sums. Sampled ones stay apart: other batches would draw other random numbers."""
         self.model, self.adapted = load_adapter(self.model, adapter), True
         n, tuned = len(self.prompts), []
 
@@ -86,7 +93,8 @@ class Samples:
             tuned.extend(outputs[1::2])
             return outputs[0::2]
 
-        base = self._base or self._cached_base(both)
+        greedy = not self.cfg.generation.do_sample
+        base = self._base or self._cached_base(both if greedy else self._generate_base)
         outputs = tuned or generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
         records = generation_records(self.rows, self.prompts, outputs)
         return records, with_outputs(records, base)

@@ -218,6 +218,22 @@ def test_trials_reuse_a_worker_and_its_base_model(local_ray, tmp_path):
     assert "Sample generations: base against best" in md and tuned[0]["product"] in md
 
 
+def test_the_driver_makes_the_samples_only_where_it_started_ray_on_this_node_alone(
+    local_ray, tmp_path, monkeypatch
+):
+    """One node, the driver's own, with the (fake) GPU a GPU sweep asks for: the driver generates. A
+    joined Ray (a submitted job, an instance others share: RAY_ADDRESS) or a GPU sweep on a node without
+    a GPU: a Ray actor does, with Ray's accounting (the two-node case: tests/sweep/test_samples_cluster.py)."""
+    from sweep.samples import samples_here
+
+    assert samples_here(sweep_cfg(tmp_path)) and samples_here(sweep_cfg(tmp_path, "resources.gpu=0.5"))
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    assert not samples_here(sweep_cfg(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(ray, "nodes", lambda: [{**n, "Resources": {"CPU": 2.0}} for n in ray.state.nodes()])
+    assert samples_here(sweep_cfg(tmp_path)) and not samples_here(sweep_cfg(tmp_path, "resources.gpu=0.5"))
+
+
 def test_a_sweep_in_uri_storage_is_sampled_and_named_by_its_uri(local_ray, tmp_path):
     """Ray names a checkpoint in s3:// or gs:// storage by its path on the bucket, without the scheme:
     the sweep hands the URI back, and samples the best trial through the storage's filesystem. Here

@@ -4,6 +4,7 @@ On one machine the driver makes them itself (tests/sweep/test_runner.py)."""
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,19 @@ from sweep.samples import samples_here
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
-    """A head without CPUs (the driver's node: no trial or actor lands there) and a worker with two."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    yield
-    ray.shutdown()
-    cluster.shutdown()
+def two_nodes(tmp_path_factory):
+    """A head without CPUs (the driver's node: no trial or actor lands there) and a worker with two,
+    with a node cache of their own (the test's process uses it too)."""
+    cache = tmp_path_factory.mktemp("node-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QLORA_SWEEP_CACHE", str(cache))  # the nodes' processes inherit it
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        cluster.add_node(num_cpus=2)
+        env = {"HF_HUB_OFFLINE": "1", "QLORA_SWEEP_CACHE": str(cache)}
+        ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": env})
+        yield
+        ray.shutdown()
+        cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +43,15 @@ def mlflow_url(start_mlflow_server, tmp_path_factory):
 
 
 class UntilWritten(tune.Stopper):
-    """Stops every trial that reports once a JSON file is in `folder`."""
+    """Stops every trial that reports once a JSON file is in `folder`, or `limit_s` after the first
+    report (the sampler never wrote: the test's assertions then fail at once, not 5,000 steps later)."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, limit_s: float = 300.0):
+        self.folder, self.limit_s, self.first = folder, limit_s, None
 
     def __call__(self, trial_id, result) -> bool:
-        return any(self.folder.glob("*.json"))
+        self.first = self.first or time.monotonic()
+        return any(self.folder.glob("*.json")) or time.monotonic() - self.first > self.limit_s
 
     def stop_all(self) -> bool:
         return False
@@ -72,7 +80,7 @@ def test_samples_are_prepared_while_the_last_trial_runs(two_nodes, mlflow_url, t
             "training.eval_interval=2",
         ],
     )
-    shutil.rmtree(cache_dir() / "base_generations", ignore_errors=True)
+    assert not (cache_dir() / "base_generations").exists()  # the cluster's own, empty node cache
     monkeypatch.setenv(SHARED_ENV, "1")  # both nodes are this host: its disk is their shared storage
     assert not samples_here(cfg)
     # The long trial trains until the sampler has written the base's samples to the node's cache.

@@ -4,6 +4,7 @@ sampler (trainables.evaluate.Samples) or a judged trial (adapter disabled)."""
 import json
 
 from evaluation.generation import generate
+from trainables import evaluate
 from trainables.config import load_trial_config
 from trainables.evaluate import Samples
 from trainables.model import attach_lora, load_base_model, load_tokenizer
@@ -64,8 +65,13 @@ def test_base_and_adapter_outputs_made_in_one_batch_equal_those_made_apart(
                 torch.nn.init.normal_(p, std=0.5)
         trained.save_pretrained(tmp_path / f"adapter-{bits}")
 
-        together = Samples(cfg)
-        records, base = together.records(tmp_path / f"adapter-{bits}")
+        together, calls = Samples(cfg), []
+        with monkeypatch.context() as m:  # the rows of each generation `records` makes
+            m.setattr(
+                evaluate, "generate", lambda *a, seen=calls, **k: seen.append(a[2]) or generate(*a, **k)
+            )
+            records, base = together.records(tmp_path / f"adapter-{bits}")
+        assert calls == [[p for p in together.prompts for _ in range(2)]]  # one generation, both in it
         assert not together.base_shared  # made here, in the adapter's batches, and kept for the node
         apart = Samples(cfg)
         apart_base = generate(apart.model, apart.tokenizer, apart.prompts, cfg.generation)  # the bare base
