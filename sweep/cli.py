@@ -20,6 +20,8 @@ from typing import NoReturn
 from evaluation.errors import ConfigError
 from sweep.console import setup_logging
 
+STARTED = time.time()  # the CLI's start (Python's own start and the light imports above are before it)
+
 QUICKSTART = "quickstart.yaml"
 COMMANDS_GROUP = "qlora_sweep.commands"  # entry points adding subcommands (cluster: submit, jobs)
 
@@ -103,7 +105,7 @@ def cmd_run(a) -> int:
         print(said)
     from sweep.ray_start import connect_while_importing
 
-    connect_while_importing("sweep.session", log_to_driver=a.verbose)
+    connect_while_importing("sweep.session", log_to_driver=a.verbose, since=STARTED)
     from sweep.session import run_and_summarize
 
     return run_and_summarize(cfg, restore=restore, verbose=a.verbose)

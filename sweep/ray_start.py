@@ -8,20 +8,19 @@ import os
 import threading
 import time
 
-import psutil
 import ray
 
 seconds = 0.0  # how long the last start or join took (the sweep's driver_ray_start_s)
-startup = None  # seconds from this process's start to that start or join: the CLI's own (driver_startup_s)
+startup = None  # the CLI's seconds before that start or join (driver_startup_s); None outside the CLI
 
 
-def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True, since: float | None = None) -> None:
     """Join the cluster named by RAY_ADDRESS (ray job submit sets it) or start a local instance.
     Without `log_to_driver`, workers' output stays in Ray's logs and the trials' own logs."""
     global seconds, startup
     if ray.is_initialized():
         return
-    startup = time.time() - psutil.Process().create_time()
+    startup = None if since is None else time.time() - since
     started = time.perf_counter()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=log_to_driver)
@@ -31,11 +30,11 @@ def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None
     seconds = time.perf_counter() - started
 
 
-def connect_while_importing(module: str, log_to_driver: bool) -> None:
+def connect_while_importing(module: str, log_to_driver: bool, since: float | None = None) -> None:
     """Start Ray (~4-5 s, mostly waiting for its processes) while `module` and what it needs (torch,
     transformers, peft, Ray Tune: ~5-9 s) import in another thread. Not the other way round: Ray's
     processes die with the thread that started them, so ray.init stays on the main thread."""
     importer = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
     importer.start()
-    connect_ray(log_to_driver=log_to_driver)
+    connect_ray(log_to_driver=log_to_driver, since=since)
     importer.join()
