@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
-#   STEPS="single defaults cap24 cap40 six micro32 budget profile dropout seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+#   STEPS="single defaults cap24 cap40 six micro32 budget profile dropout gen seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
 #   (seed-bg starts the seed study detached, on a warm machine: it outlives the call; seed-wait, in the next
 #   call, waits for it and packs what it wrote)
 # single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
@@ -57,6 +57,9 @@ for step in ${STEPS:-single defaults}; do
       bench 300 dropout --skip-sweep --single-sets \
         "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.05" \
         "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.0" ;;
+    gen)  # the samples' decode speed: the e2e base (4-bit 3B) at 8 and 16 rows, quantized and dequantized once
+      timeout 240 python3 -m benchmarks.gen_probe --set model.path=/tmp/qlora-bench/model --set quantization.bits=4 \
+        > "$R/gen.log" 2>&1 ;;
     defaults|defaults2) bench 300 "$step" --skip-single ;;  # defaults2: the same again on the warm node
     six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
     cap24|cap40)
