@@ -234,10 +234,11 @@ def test_the_driver_makes_the_samples_only_where_it_started_ray_on_this_node_alo
     assert samples_here(sweep_cfg(tmp_path)) and not samples_here(sweep_cfg(tmp_path, "resources.gpu=0.5"))
 
 
-def test_a_sweep_in_uri_storage_is_sampled_and_named_by_its_uri(local_ray, tmp_path):
+def test_a_sweep_in_uri_storage_is_sampled_and_named_by_its_uri(local_ray, tmp_path, monkeypatch):
     """Ray names a checkpoint in s3:// or gs:// storage by its path on the bucket, without the scheme:
     the sweep hands the URI back, and samples the best trial through the storage's filesystem. Here
     the URI is file://, pyarrow's local filesystem behind a URI (no bucket is reachable from CI)."""
+    monkeypatch.chdir(tmp_path)  # a URI storage's driver log goes where its report does: ./<name>/
     store = tmp_path / "store"
     cfg = sweep_cfg(
         tmp_path,
@@ -255,6 +256,7 @@ def test_a_sweep_in_uri_storage_is_sampled_and_named_by_its_uri(local_ray, tmp_p
     assert ckpt.startswith(f"file://{store}/uri/") and out.experiment_path == f"file://{store}/uri"
     tuned = json.loads((Path(ckpt.removeprefix("file://")) / "eval" / "generations.json").read_text())
     assert len(tuned) == 1 and tuned[0]["output"]
+    assert "samples starts" in (tmp_path / "uri" / "samples.log").read_text()
     md = build_report(cfg.tracking_uri(), cfg.name, tmp_path / "report", parent_run_id=out.parent_run_id)[
         0
     ].read_text()
