@@ -57,9 +57,11 @@ for step in ${STEPS:-single defaults}; do
       bench 300 dropout --skip-sweep --single-sets \
         "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.05" \
         "training.compile=true;lora.target_modules=all-linear+lm_head;lora.dropout=0.0" ;;
-    gen)  # the samples' decode speed: the e2e base (4-bit 3B) at 8 and 16 rows, quantized and dequantized once
-      timeout 240 python3 -m benchmarks.gen_probe --set model.path=/tmp/qlora-bench/model --set quantization.bits=4 \
-        > "$R/gen.log" 2>&1 ;;
+    gen)  # the samples' decode speed: the e2e base (4- and 8-bit 3B) at 8 and 16 rows, quantized and dequantized once
+      for bits in 4 8; do
+        timeout 150 python3 -m benchmarks.gen_probe --set model.path=/tmp/qlora-bench/model --set quantization.bits=$bits \
+          > "$R/gen-$bits.log" 2>&1
+      done ;;
     defaults|defaults2) bench 300 "$step" --skip-single ;;  # defaults2: the same again on the warm node
     six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
     cap24|cap40)

@@ -17,7 +17,6 @@ from pydantic import Field, field_validator, model_validator
 from evaluation.config import Strict
 from evaluation.errors import ConfigError
 from trainables.config import TrialConfig, apply_overrides, apply_params, read_yaml, validate
-from trainables.sharding import check_shardable
 
 DOMAINS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 
@@ -236,5 +235,7 @@ def load_sweep_config(path: str | Path | None = None, overrides: list[str] | Non
     cfg = validate(SweepConfig, apply_overrides(data, overrides or []))
     check_space(cfg)
     if cfg.resources.strategy == "fsdp" and cfg.resources.workers_per_trial > 1:
+        from trainables.sharding import check_shardable  # imports torch: not on every CLI start
+
         check_shardable(cfg.quantization.bits)
     return cfg

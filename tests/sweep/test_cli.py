@@ -51,6 +51,19 @@ def test_bad_sweep_is_one_clear_line(tmp_path):
     assert "search.space" in out.stderr and "low < high" in out.stderr
 
 
+def test_run_starts_ray_before_torch_loads():
+    """`run` validates its config and claims its experiment before Ray starts; torch (seconds on a CUDA
+    build) then loads beside Ray's start (sweep/ray_start.py), so that path must not import it."""
+    code = (
+        "import sys; from sweep.config import load_sweep_config; from sweep.reuse import experiment_dir; "
+        "import sweep.ray_start; cfg = load_sweep_config('examples/seed-study.yaml', []); experiment_dir(cfg); "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_every_trial_failing_exits_non_zero(tmp_path):
     cfg = tmp_path / "fails.yaml"
