@@ -3,7 +3,7 @@
 On the H100 of the fifteenth session, SmolLM2's 8-bit base took 10.1 s for 4 rows x 64 tokens and 10.0 s
 for 8: launch-bound. This times `evaluation.generation.generate` for a base at `rows` rows, as loaded for
 the samples (quantized layers), and again with each quantized layer's weight dequantized once into a plain
-matmul (what "weights dequantized for the generation" would buy, and whether its text is the same).
+matmul (evaluation/dense.py, what the samples now use; and whether its text is the same).
 
     python -m benchmarks.gen_probe --set model.path=/tmp/qlora-bench/model --set quantization.bits=4 [--rows 8 16]
 """
@@ -11,40 +11,15 @@ matmul (what "weights dequantized for the generation" would buy, and whether its
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 
-import bitsandbytes as bnb
 import torch
-import torch.nn.functional as F
 
+from evaluation.dense import dense_weights
 from evaluation.generation import generate
 from trainables.config import load_trial_config
 from trainables.evaluate import Samples
-from trainables.int8_matmul import dequantize_int8
-
-
-@contextlib.contextmanager
-def dense(model):
-    """Each bitsandbytes layer runs as F.linear of its weight, dequantized once (as its own forward does)."""
-    swapped = []
-    for m in model.modules():
-        if isinstance(m, bnb.nn.Linear4bit):
-            w = bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state)
-        elif isinstance(m, bnb.nn.Linear8bitLt):
-            w = dequantize_int8(
-                m.weight.CB if m.weight.CB is not None else m.weight.data, m.weight.SCB, torch.bfloat16
-            )
-        else:
-            continue
-        swapped.append((m, m.forward))
-        m.forward = lambda x, w=w, b=m.bias: F.linear(x, w.to(x.dtype), b)
-    try:
-        yield len(swapped)
-    finally:
-        for m, fwd in swapped:
-            m.forward = fwd
 
 
 def timed(s: Samples, rows: int) -> tuple[float, list[str]]:
@@ -65,7 +40,7 @@ def main() -> None:
     timed(s, 1)  # CUDA's and the kernels' first-use costs out of the rows below
     for rows in a.rows:
         quantized, q_out = timed(s, rows)
-        with dense(s.model) as n:
+        with dense_weights(s.model) as n:
             fast, d_out = timed(s, rows)
         row = {
             "rows": rows,

@@ -23,11 +23,8 @@ def generate(
     prompts: list[str],
     cfg: GenerationConfig,
     batch_size: int = 8,
-    adapter_names: list[str] | None = None,
 ) -> list[str]:
-    """Continuations of `prompts` (prompt text stripped), at most `cfg.max_new_tokens` tokens each.
-    `adapter_names` (one per prompt; "__base__" for the bare base) batches several adapters of a peft
-    model together: peft's mixed-adapter batches."""
+    """Continuations of `prompts` (prompt text stripped), at most `cfg.max_new_tokens` tokens each."""
     if not prompts:
         return []
     device = next(model.parameters()).device
@@ -41,8 +38,6 @@ def generate(
             for i in range(0, len(prompts), batch_size):
                 enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(device)
                 kwargs = {"temperature": cfg.temperature, "top_p": cfg.top_p} if cfg.do_sample else {}
-                if adapter_names is not None:
-                    kwargs["adapter_names"] = adapter_names[i : i + batch_size]
                 out = model.generate(
                     **enc,
                     max_new_tokens=cfg.max_new_tokens,

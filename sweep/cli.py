@@ -105,10 +105,22 @@ def cmd_run(a) -> int:
         print(said)
     from sweep.ray_start import connect_while_importing
 
-    connect_while_importing("sweep.session", log_to_driver=a.verbose, since=STARTED)
+    opener = lambda: _open_store(cfg)  # noqa: E731
+    connect_while_importing("sweep.session", log_to_driver=a.verbose, since=STARTED, then=opener)
     from sweep.session import run_and_summarize
 
     return run_and_summarize(cfg, restore=restore, verbose=a.verbose)
+
+
+def _open_store(cfg) -> None:  # noqa: ANN001 - a SweepConfig (imported lazily)
+    """The sweep's MLflow store, opened beside Ray's start (sweep/tracking_runs.py)."""
+    from sweep.tracking_runs import open_store
+
+    try:
+        uri = cfg.tracking_uri()
+    except ConfigError:  # the sweep raises it in its place
+        return
+    open_store(uri)
 
 
 def cmd_resume(a) -> int:

@@ -7,6 +7,7 @@ import importlib
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import ray
 
@@ -30,11 +31,20 @@ def connect_ray(num_cpus: int | None = None, log_to_driver: bool = True, since: 
     seconds = time.perf_counter() - started
 
 
-def connect_while_importing(module: str, log_to_driver: bool, since: float | None = None) -> None:
-    """Start Ray (~4-5 s, mostly waiting for its processes) while `module` and what it needs (torch,
-    transformers, peft, Ray Tune: ~5-9 s) import in another thread. Not the other way round: Ray's
-    processes die with the thread that started them, so ray.init stays on the main thread."""
-    importer = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
+def connect_while_importing(
+    module: str, log_to_driver: bool, since: float | None = None, then: Callable[[], None] | None = None
+) -> None:
+    """Start Ray (~4-10 s, mostly waiting for its processes) while `module` and what it needs (torch,
+    transformers, peft, Ray Tune: ~5-9 s) import in another thread, followed by `then` (opening the
+    tracking store). Not the other way round: Ray's processes die with the thread that started them,
+    so ray.init stays on the main thread."""
+
+    def ahead() -> None:
+        importlib.import_module(module)
+        if then is not None:
+            then()
+
+    importer = threading.Thread(target=ahead, daemon=True)
     importer.start()
     connect_ray(log_to_driver=log_to_driver, since=since)
     importer.join()

@@ -45,6 +45,21 @@ def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def open_store(tracking_uri: str) -> None:
+    """Open the tracking store once, ahead of the sweep: a new sqlite store creates its tables on first
+    use (~2 s of migrations), which the CLI does beside Ray's start (sweep/ray_start.py) instead of
+    in the sweep's setup. MLflow keeps the opened store for the process. Best effort: the sweep's own
+    first call reports any error. A server's store is not touched here: nothing to create, and an
+    unreachable one would hold the CLI through MLflow's retries."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    try:
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        client_for(tracking_uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - the sweep's own first call raises it again, in its place
+        logger.debug("tracking store %s not opened ahead: %s", tracking_uri, e)
+
+
 def log_params(
     client: MlflowClient, run_id: str, params: Mapping[str, str], existing: Mapping[str, str] | None = None
 ) -> None:

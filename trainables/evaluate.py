@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from evaluation.dense import dense_weights
 from evaluation.generation import generate, with_outputs
 from evaluation.generation import records as generation_records
 from evaluation.loss import evaluate_loss
@@ -32,7 +33,8 @@ def evaluate_adapter(cfg: TrialConfig, adapter: str | Path) -> dict:
         base = evaluate_loss(model, batches)
     tuned = evaluate_loss(model, batches)
     rows, prompts = sample_prompts(cfg, data)
-    records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
+    with dense_weights(model):
+        records = generation_records(rows, prompts, generate(model, tokenizer, prompts, cfg.generation))
     judged = judge_outputs(cfg, records)
     return {
         **tuned,
@@ -62,41 +64,24 @@ class Samples:
         """The bare base model's outputs (what `disable_adapter()` would give), generated once per node:
         a judged trial or an earlier sweep's sampler may have made them (trainables/node_cache.py)."""
         if self._base is None:
-            self._cached_base(self._generate_base)
+            path = base_generations_path(self.cfg, self.model, self.prompts)
+            self._base, self.base_shared = node_cached(path, lambda: self._generate(base=True))
         return self._base
 
-    def _generate_base(self) -> list[str]:
-        with self.model.disable_adapter() if self.adapted else contextlib.nullcontext():
+    def _generate(self, base: bool = False) -> list[str]:
+        """Outputs with the weights dequantized once (evaluation/dense.py: the GPU is the sampler's
+        alone). Base and adapter in passes of their own: peft's mixed-adapter batches, tried for them in
+        one pass, took 13-19 s on an H100 where two passes took 6.4 s (issue 30)."""
+        off = self.model.disable_adapter() if base and self.adapted else contextlib.nullcontext()
+        with dense_weights(self.model), off:
             return generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
-
-    def _cached_base(self, make) -> list[str]:  # noqa: ANN001 - () -> the base's outputs
-        path = base_generations_path(self.cfg, self.model, self.prompts)
-        self._base, self.base_shared = node_cached(path, make)
-        return self._base
 
     def records(self, adapter: str | Path) -> tuple[list[dict], list[dict]]:
         """The adapter's generation records and the base's for the same prompts. The adapter is
-        loaded onto the held base (which it then wraps): one adapter per `Samples`. Where the base's
-        outputs are still to be made, greedy ones are made in the adapter's batches (peft's
-        mixed-adapter batches: a generation step on a GPU cost the same for 8 rows as for 4, so the
-        base comes at little more than one generation's time instead of two). The text is the same
-        as apart (tests/trainables/test_node_cache.py), up to what other batch shapes change in a
-        GPU's bf16 sums. Sampled ones stay apart: other batches would draw other random numbers."""
+        loaded onto the held base (which it then wraps): one adapter per `Samples`."""
         self.model, self.adapted = load_adapter(self.model, adapter), True
-        n, tuned = len(self.prompts), []
-
-        def both() -> list[str]:  # each prompt twice in a row, the base's then the adapter's
-            rows = [p for p in self.prompts for _ in range(2)]
-            outputs = generate(
-                self.model, self.tokenizer, rows, self.cfg.generation, 16, ["__base__", "default"] * n
-            )
-            tuned.extend(outputs[1::2])
-            return outputs[0::2]
-
-        greedy = not self.cfg.generation.do_sample
-        base = self._base or self._cached_base(both if greedy else self._generate_base)
-        outputs = tuned or generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)
-        records = generation_records(self.rows, self.prompts, outputs)
+        base = self.base_outputs()
+        records = generation_records(self.rows, self.prompts, self._generate())
         return records, with_outputs(records, base)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from bitsandbytes.functional import has_avx512bf16
 
 from sweep.console import LOG_NAME, trial_log
 from sweep.report_read import find_parent, read_trials
@@ -124,7 +125,10 @@ def test_quickstart_console_is_clean_and_trial_logs_hold_the_noise(tmp_path):
     good_log, bad_log = logs[good].read_text(), logs[bad].read_text()
     assert "Loading weights" in good_log and "Checkpoint successfully created" in good_log
     assert "Generating train split" in good_log
-    assert "gemm_4bit_forward" in good_log + bad_log  # bitsandbytes' import-time warning, once per process
+    if (
+        has_avx512bf16()
+    ):  # bitsandbytes' import-time warning, once per process, on CPUs where it tries that kernel
+        assert "gemm_4bit_forward" in good_log + bad_log
     assert "Traceback (most recent call last)" in bad_log and "no-such-org/no-such-model" in bad_log
     assert f"{experiment}/*/{LOG_NAME}" in console  # the summary says where the logs are
 
@@ -166,7 +170,8 @@ def test_verbose_brings_everything_back(tmp_path):
     out = run_sweep_cli(tmp_path, "--verbose", trials=1)
     console = out.stdout + out.stderr
     assert out.returncode == 0, console[-3000:]
-    for noise in ("Loading weights", "gemm_4bit_forward", "pid=", "started with configuration"):
+    bnb_warning = ("gemm_4bit_forward",) if has_avx512bf16() else ()  # see test_quickstart_console_...
+    for noise in ("Loading weights", *bnb_warning, "pid=", "started with configuration"):
         assert noise in console, f"{noise!r} missing with --verbose:\n{console}"
     assert not list((tmp_path / "results" / "console").glob(f"*/{LOG_NAME}"))  # it all went to the console
 

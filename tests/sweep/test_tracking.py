@@ -305,3 +305,21 @@ def test_params_mask_secrets(monkeypatch):
     assert len(params["long"]) == 6000
     assert params["generation.max_new_tokens"] == "96" and params["secrets.tokenizer"] == "bpe"
     assert {params[f"secrets.{k}"] for k in ("HF_TOKEN", "aws_secret_access_key", "password")} == {"***"}
+
+
+def test_open_store_creates_a_new_sqlite_store_ahead(tmp_path):
+    """The CLI opens the sweep's store beside Ray's start (sweep/tracking_runs.py): the tables exist
+    before the sweep's setup, in a storage directory not made yet; a server URI is left alone."""
+    import sqlite3
+
+    from sweep.tracking_runs import open_store
+
+    db = tmp_path / "not-yet" / "mlflow.db"
+    open_store(f"sqlite:///{db}")
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert {"experiments", "runs", "registered_models"} <= tables
+    open_store("http://127.0.0.1:9")  # nothing listens there: returns at once, no retries, no error
+    (tmp_path / "a-file").touch()
+    open_store(
+        f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    )  # cannot be made: no error here, the sweep's own

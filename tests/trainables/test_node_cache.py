@@ -47,17 +47,23 @@ def test_the_base_outputs_are_generated_once_per_node(tiny_model_dir, tmp_path, 
     assert not other.base_shared and len(list((tmp_path / "base_generations").glob("*.json"))) == 2
 
 
-def test_base_and_adapter_outputs_made_in_one_batch_equal_those_made_apart(
+def test_samples_decode_with_dense_weights_and_give_the_text_of_the_quantized_layers(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    """With the base's outputs not yet on the node, `records` makes them in the adapter's own batches
-    (peft's mixed-adapter batches, issue 30): the same text as the base's and the adapter's apart."""
+    """`Samples` generates with each quantized layer's weight dequantized once (evaluation/dense.py),
+    the base's and the adapter's outputs in passes of their own: the same text as the quantized layers
+    give, and the layers are quantized again afterwards."""
+    import bitsandbytes as bnb
     import torch
+
+    from evaluation.dense import dense_weights
 
     monkeypatch.setenv("QLORA_SWEEP_CACHE", str(tmp_path / "cache"))
     for bits in (4, 8):
         cfg = cfg_for(tiny_model_dir, bits).model_copy(deep=True)
-        cfg.generation.num_prompts = 9  # 18 rows: two batches of 16 and 2, each holding both
+        # two batches (8 + 2 rows); never one row, which bitsandbytes' 4-bit layer runs through another
+        # kernel (gemv: its own bf16 sums on CPUs with AVX512-BF16 and on GPUs)
+        cfg.generation.num_prompts = 10
         trained = attach_lora(load_base_model(cfg.model, cfg.quantization), cfg.lora)
         torch.manual_seed(bits)
         for name, p in trained.named_parameters():
@@ -65,17 +71,33 @@ def test_base_and_adapter_outputs_made_in_one_batch_equal_those_made_apart(
                 torch.nn.init.normal_(p, std=0.5)
         trained.save_pretrained(tmp_path / f"adapter-{bits}")
 
-        together, calls = Samples(cfg), []
-        with monkeypatch.context() as m:  # the rows of each generation `records` makes
-            m.setattr(
-                evaluate, "generate", lambda *a, seen=calls, **k: seen.append(a[2]) or generate(*a, **k)
-            )
-            records, base = together.records(tmp_path / f"adapter-{bits}")
-        assert calls == [[p for p in together.prompts for _ in range(2)]]  # one generation, both in it
-        assert not together.base_shared  # made here, in the adapter's batches, and kept for the node
-        apart = Samples(cfg)
-        apart_base = generate(apart.model, apart.tokenizer, apart.prompts, cfg.generation)  # the bare base
-        apart_records, _ = apart.records(tmp_path / f"adapter-{bits}")  # the adapter's alone: base cached
-        assert apart.base_shared and apart_base == [r["output"] for r in base]
-        assert [r["output"] for r in records] == [r["output"] for r in apart_records]
-        assert [r["output"] for r in records] != apart_base  # the adapter did change them
+        dense, layers = Samples(cfg), []
+
+        def counted(*a, layers=layers, **k):  # how many layers each of its generations ran dense
+            layers.append(_dense_count(a[0]))
+            return generate(*a, **k)
+
+        with monkeypatch.context() as m:
+            m.setattr(evaluate, "generate", counted)
+            records, base = dense.records(tmp_path / f"adapter-{bits}")
+        quantized = [
+            m for m in dense.model.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+        ]
+        assert layers == [len(quantized)] * 2 and quantized  # base, then adapter: every layer dense
+        assert _dense_count(dense.model) == 0  # restored
+
+        plain = Samples(cfg)  # the quantized layers' own outputs, base and adapter
+        plain_base = generate(plain.model, plain.tokenizer, plain.prompts, cfg.generation)
+        with dense_weights(plain.model, budget=0) as n:  # no room: nothing dequantized
+            assert n == 0
+        assert [r["output"] for r in base] == plain_base
+        adapter = evaluate.load_adapter(plain.model, tmp_path / f"adapter-{bits}")
+        assert [r["output"] for r in records] == generate(
+            adapter, plain.tokenizer, plain.prompts, cfg.generation
+        )
+        assert [r["output"] for r in records] != plain_base  # the adapter did change them
+
+
+def _dense_count(model) -> int:
+    """Layers whose forward `dense_weights` has replaced."""
+    return sum(getattr(m.__dict__.get("forward"), "dense", False) for m in model.modules())

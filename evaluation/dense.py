@@ -1,0 +1,87 @@
+"""Quantized layers decoded as plain matmuls of weights dequantized once, for a generation.
+
+Generation is launch-bound: every new token runs each layer on a few rows, and a bitsandbytes layer
+dequantizes its whole weight (4-bit) or runs its int8 path for each of those steps. On an H100 the
+3B e2e base decoded 16 rows x 96 tokens in 4.7 s quantized and in 2.6 s with its weights dequantized
+once (8-bit: 6.6 s -> 4.4 s; `benchmarks/gen_probe.py`, RESULTS.md). The dense copy costs memory (2
+bytes a weight: ~5 GB for a 3B base), so layers are dequantized only while the device has room,
+keeping a reserve; the others stay quantized. Numerics: an 8-bit layer computes exactly what
+`trainables/int8_matmul.py` computes; a 4-bit layer the same weights, which bitsandbytes' own kernel
+may sum in another order (greedy text can differ where two tokens tie in bf16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+RESERVE = 2 << 30  # bytes left free for activations and the KV cache
+
+
+def room(device: torch.device) -> int:
+    """Bytes a dense copy may take on `device`: what is free, within a per-process cap, less RESERVE."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        capped = torch.cuda.get_per_process_memory_fraction(device) * total - torch.cuda.memory_reserved(
+            device
+        )
+        return int(min(free, capped)) - RESERVE
+    import psutil
+
+    return psutil.virtual_memory().available - RESERVE
+
+
+def _dense(module: torch.nn.Module, dtype: torch.dtype):
+    """`module`'s forward over its weight dequantized once, computed as its own forward computes (the
+    4-bit layer in its compute dtype, the int8 path in the input's), or None for other modules."""
+    import bitsandbytes as bnb
+
+    from trainables.int8_matmul import dequantize_int8
+
+    bias = module.bias if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) else None
+    if isinstance(module, bnb.nn.Linear4bit):
+        w = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+        w = w.to(module.compute_dtype or dtype)
+        b = None if bias is None else bias.to(w.dtype)
+        return lambda x: F.linear(x.to(w.dtype), w, b).to(x.dtype)
+    if isinstance(module, bnb.nn.Linear8bitLt):
+        cb, scale = getattr(module, "_int8_weight", None), getattr(module, "_int8_scale", None)
+        if cb is None:  # a layer trainables/int8_matmul.py has not routed
+            cb = module.weight.CB if module.weight.CB is not None else module.weight.data
+            scale = module.state.SCB if module.state.SCB is not None else module.weight.SCB
+        w = dequantize_int8(cb, scale, dtype)
+
+        def int8(x: torch.Tensor) -> torch.Tensor:
+            out = F.linear(x, w if w.dtype == x.dtype else dequantize_int8(cb, scale, x.dtype))
+            return out if bias is None else out + bias.to(out.dtype)
+
+        return int8
+    return None
+
+
+@contextlib.contextmanager
+def dense_weights(model: torch.nn.Module, budget: int | None = None) -> Iterator[int]:
+    """Within the block, each quantized linear layer of `model` (while `budget` bytes last; default:
+    `room` on the model's device) runs as a matmul of its weight dequantized once. Yields how many
+    layers; restores their forwards (and frees the copies) after."""
+    dtype = model.get_input_embeddings().weight.dtype
+    left = room(next(model.parameters()).device) if budget is None else budget
+    swapped: list[tuple[torch.nn.Module, object]] = []
+    try:
+        for module in model.modules():
+            size = getattr(module, "in_features", 0) * getattr(module, "out_features", 0) * 2
+            if size > left or (forward := _dense(module, dtype)) is None:
+                continue
+            left -= size
+            swapped.append((module, module.__dict__.get("forward")))
+            module.forward, forward.dense = forward, True
+        yield len(swapped)
+    finally:
+        for module, own in swapped:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
