@@ -25,9 +25,10 @@ def room(device: torch.device) -> int:
     """Bytes a dense copy may take on `device`: what is free, within a per-process cap, less RESERVE."""
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        capped = torch.cuda.get_per_process_memory_fraction(device) * total - torch.cuda.memory_reserved(
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _: 1.0)(
             device
-        )
+        )  # torch >= 2.8
+        capped = fraction * total - torch.cuda.memory_reserved(device)
         return int(min(free, capped)) - RESERVE
     import psutil
 
