@@ -3,7 +3,7 @@
 On the H100 of the fifteenth session, SmolLM2's 8-bit base took 10.1 s for 4 rows x 64 tokens and 10.0 s
 for 8: launch-bound. This times `evaluation.generation.generate` for a base at `rows` rows, as loaded for
 the samples (quantized layers), and again with each quantized layer's weight dequantized once into a plain
-matmul (evaluation/dense.py, what the samples now use; and whether its text is the same).
+matmul (trainables/dense.py, what the samples now use; and whether its text is the same).
 
     python -m benchmarks.gen_probe --set model.path=/tmp/qlora-bench/model --set quantization.bits=4 [--rows 8 16]
 """
@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from evaluation.dense import dense_weights
 from evaluation.generation import generate
 from trainables.config import load_trial_config
+from trainables.dense import dense_weights
 from trainables.evaluate import Samples
 
 

@@ -56,7 +56,7 @@ class Sampler:
         self.held = None
         self.ready_at = None  # when the prepared base and its samples were ready
         if share and share < 1:  # an actor on a trial's share of a GPU others still train on:
-            import torch  # its memory too, which the dense weights of a generation respect (evaluation/dense.py)
+            import torch  # its memory too, which the dense weights of a generation respect (trainables/dense.py)
 
             if torch.cuda.is_available():
                 torch.cuda.set_per_process_memory_fraction(share)

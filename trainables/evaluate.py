@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from evaluation.dense import dense_weights
 from evaluation.generation import generate, with_outputs
 from evaluation.generation import records as generation_records
 from evaluation.loss import evaluate_loss
@@ -13,6 +12,7 @@ from trainables.batching import trial_eval_batches
 from trainables.checkpoint import adapter_base
 from trainables.config import TrialConfig
 from trainables.data import prepare_data, sample_prompts
+from trainables.dense import dense_weights
 from trainables.judging import judge_outputs
 from trainables.model import load_adapter, load_base_model, load_tokenizer
 from trainables.node_cache import base_generations_path, node_cached
@@ -69,7 +69,7 @@ class Samples:
         return self._base
 
     def _generate(self, base: bool = False) -> list[str]:
-        """Outputs with the weights dequantized once (evaluation/dense.py: the GPU is the sampler's
+        """Outputs with the weights dequantized once (trainables/dense.py: the GPU is the sampler's
         alone). Base and adapter in passes of their own: peft's mixed-adapter batches, tried for them in
         one pass, took 13-19 s on an H100 where two passes took 6.4 s (issue 30)."""
         off = self.model.disable_adapter() if base and self.adapted else contextlib.nullcontext()

@@ -50,13 +50,13 @@ def test_the_base_outputs_are_generated_once_per_node(tiny_model_dir, tmp_path, 
 def test_samples_decode_with_dense_weights_and_give_the_text_of_the_quantized_layers(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    """`Samples` generates with each quantized layer's weight dequantized once (evaluation/dense.py),
+    """`Samples` generates with each quantized layer's weight dequantized once (trainables/dense.py),
     the base's and the adapter's outputs in passes of their own: the same text as the quantized layers
     give, and the layers are quantized again afterwards."""
     import bitsandbytes as bnb
     import torch
 
-    from evaluation.dense import dense_weights
+    from trainables.dense import dense_weights
 
     monkeypatch.setenv("QLORA_SWEEP_CACHE", str(tmp_path / "cache"))
     for bits in (4, 8):
