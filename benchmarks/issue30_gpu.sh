@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 30's GPU measurements, as many as fit one device call, in order (carry .gpu-wheels):
-#   STEPS="single defaults cap24 cap40 six micro32 budget profile dropout gen imports seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
+#   STEPS="single defaults cap24 cap40 six micro32 budget profile dropout gen samples imports seed" bash benchmarks/issue30_gpu.sh     -> $OUT/issue30.tgz
 #   (seed-bg starts the seed study detached, on a warm machine: it outlives the call; seed-wait, in the next
 #   call, waits for it and packs what it wrote)
 # single: one compiled trial alone (the reference rate); defaults / cap24 / cap40 / six: the e2e sweep
@@ -62,6 +62,10 @@ for step in ${STEPS:-single defaults}; do
         timeout 150 python3 -m benchmarks.gen_probe --set model.path=/tmp/qlora-bench/model --set quantization.bits=$bits \
           > "$R/gen-$bits.log" 2>&1
       done ;;
+    samples)  # the driver's samples after a sweep on the e2e base: one mixed batch (before) against two dense passes (now)
+      QLORA_SWEEP_CACHE=/tmp/gen-probe-cache timeout 240 python3 -m benchmarks.gen_probe --set model.path=/tmp/qlora-bench/model \
+        --set quantization.bits=4 --set data.source=/tmp/qlora-bench/data.jsonl --set data.eval_rows=100 \
+        --adapter /tmp/gen-probe-adapter > "$R/samples.log" 2>&1 ;;
     imports)  # what a trial worker's imports cost on this host (part of the ~15 s from Tune's start to a first trial)
       python3 -X importtime -c "import trainables.trial" 2> "$R/imports.txt"
       sort -t'|' -k2 -n "$R/imports.txt" | tail -n 40 > "$R/imports-top.txt" ;;
