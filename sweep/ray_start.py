@@ -46,5 +46,7 @@ def connect_while_importing(
 
     importer = threading.Thread(target=ahead, daemon=True)
     importer.start()
-    connect_ray(log_to_driver=log_to_driver, since=since)
-    importer.join()
+    try:
+        connect_ray(log_to_driver=log_to_driver, since=since)
+    finally:  # also when Ray fails to start: never exit while it migrates the MLflow store's tables
+        importer.join()

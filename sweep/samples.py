@@ -52,14 +52,17 @@ class Sampler:
     """One base model held for sample generations (trainables.evaluate.Samples): a Ray actor on a
     cluster, a plain object in the driver on one machine."""
 
-    def __init__(self, share: float | None = None):
+    def __init__(self, share: float | None = None, cap_gb: float | None = None):
         self.held = None
         self.ready_at = None  # when the prepared base and its samples were ready
-        if share and share < 1:  # an actor on a trial's share of a GPU others still train on:
-            import torch  # its memory too, which the dense weights of a generation respect (trainables/dense.py)
+        if share and share < 1:  # an actor on a trial's share of a GPU others still train on: held to a
+            import torch  # trial's memory, as trials are, which a generation's dense weights respect
+
+            from trainables.memory import cap_process_memory, grant_gpu_share
 
             if torch.cuda.is_available():
-                torch.cuda.set_per_process_memory_fraction(share)
+                grant_gpu_share(share, cap_gb)
+                cap_process_memory(torch.device("cuda", torch.cuda.current_device()))
 
     def prepare(self, trial: dict, called: float) -> dict:
         """Load the base a trial names and generate its samples; the seconds spent, by phase."""
@@ -167,7 +170,8 @@ def _sampler(cfg: SweepConfig, name: str | None = None):
     GPU could wait forever on a cluster whose GPUs are shared."""
     share = gpu_share(cfg) if cfg.resources.workers_per_trial == 1 else 1.0
     actor = ray.remote(num_gpus=share, num_cpus=1, max_restarts=0)(Sampler)
-    return actor.options(name=name).remote(share) if name else actor.remote(share)
+    cap = cfg.resources.gpu_memory_gb
+    return actor.options(name=name).remote(share, cap) if name else actor.remote(share, cap)
 
 
 class SamplePrewarm(tune.Callback):

@@ -69,9 +69,10 @@ class Samples:
         return self._base
 
     def _generate(self, base: bool = False) -> list[str]:
-        """Outputs with the weights dequantized once (trainables/dense.py: the GPU is the sampler's
-        alone). Base and adapter in passes of their own: peft's mixed-adapter batches, tried for them in
-        one pass, took 13-19 s on an H100 where two passes took 6.4 s (issue 30)."""
+        """Outputs with the weights dequantized once (trainables/dense.py), within the memory this
+        process may use (a sampler actor is held to its GPU share). Base and adapter in passes of their
+        own: peft's mixed-adapter batch for both took 17 s on an H100 where the base alone took 4.7 s
+        (issue 30)."""
         off = self.model.disable_adapter() if base and self.adapted else contextlib.nullcontext()
         with dense_weights(self.model), off:
             return generate(self.model, self.tokenizer, self.prompts, self.cfg.generation)

@@ -320,6 +320,6 @@ def test_open_store_creates_a_new_sqlite_store_ahead(tmp_path):
     assert {"experiments", "runs", "registered_models"} <= tables
     open_store("http://127.0.0.1:9")  # nothing listens there: returns at once, no retries, no error
     (tmp_path / "a-file").touch()
-    open_store(
-        f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
-    )  # cannot be made: no error here, the sweep's own
+    blocked = tmp_path / "a-file" / "mlflow.db"  # under a file: cannot be made
+    open_store(f"sqlite:///{blocked}")  # no error here: the sweep's own first call raises it
+    assert not blocked.exists()

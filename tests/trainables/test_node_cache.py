@@ -90,6 +90,10 @@ def test_samples_decode_with_dense_weights_and_give_the_text_of_the_quantized_la
         plain_base = generate(plain.model, plain.tokenizer, plain.prompts, cfg.generation)
         with dense_weights(plain.model, budget=0) as n:  # no room: nothing dequantized
             assert n == 0
+        itemsize = plain.model.get_input_embeddings().weight.dtype.itemsize  # 4 on a CPU (fp32)
+        all_layers = sum(m.in_features * m.out_features * itemsize for m in quantized)
+        with dense_weights(plain.model, budget=all_layers - 1) as n:  # room for all copies but one byte
+            assert 0 < n < len(quantized)
         assert [r["output"] for r in base] == plain_base
         adapter = evaluate.load_adapter(plain.model, tmp_path / f"adapter-{bits}")
         assert [r["output"] for r in records] == generate(
