@@ -105,8 +105,9 @@ def cmd_run(a) -> int:
         print(said)
     from sweep.ray_start import connect_while_importing
 
-    opener = lambda: _open_store(cfg)  # noqa: E731
-    connect_while_importing("sweep.session", log_to_driver=a.verbose, since=STARTED, then=opener)
+    connect_while_importing(
+        "sweep.session", log_to_driver=a.verbose, since=STARTED, then=lambda: _open_store(cfg)
+    )
     from sweep.session import run_and_summarize
 
     return run_and_summarize(cfg, restore=restore, verbose=a.verbose)

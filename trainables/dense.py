@@ -4,7 +4,7 @@ Generation is launch-bound: every new token runs each layer on a few rows, and a
 dequantizes its whole weight (4-bit) or runs its int8 path for each of those steps. On an H100 the
 3B e2e base decoded 16 rows x 96 tokens in 4.7 s quantized and in 2.6 s with its weights dequantized
 once (8-bit: 6.6 s -> 4.4 s; `benchmarks/gen_probe.py`, RESULTS.md). The dense copy costs memory (2
-bytes a weight: ~5 GB for a 3B base), so layers are dequantized only while the device has room,
+bytes a weight in bf16: ~5 GB for a 3B base), so layers are dequantized only while the device has room,
 keeping a reserve, in the dtype each layer computes in; the others stay quantized. Numerics: an 8-bit
 layer computes exactly what `trainables/int8_matmul.py` computes (layers on bitsandbytes' own LLM.int8
 path stay quantized); a 4-bit layer the same weights, which bitsandbytes' own kernel may sum in another
@@ -28,9 +28,8 @@ def room(device: torch.device) -> int:
     container's memory limit), less RESERVE."""
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _: 1.0)(
-            device
-        )  # torch >= 2.8
+        get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.8
+        fraction = get_fraction(device) if get_fraction else 1.0
         return int(min(free, fraction * total - torch.cuda.memory_reserved(device))) - RESERVE
     import psutil
 
