@@ -49,9 +49,11 @@ def _dense_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.dtype | N
     activations a plain matmul would not reproduce."""
     import bitsandbytes as bnb
 
+    from trainables.int8_matmul import int8_parts
+
     if isinstance(module, bnb.nn.Linear4bit):
         return module.compute_dtype or dtype
-    if isinstance(module, bnb.nn.Linear8bitLt) and getattr(module, "_int8_weight", None) is not None:
+    if isinstance(module, bnb.nn.Linear8bitLt) and int8_parts(module) is not None:
         return dtype
     return None
 
@@ -61,7 +63,7 @@ def _dense(module: torch.nn.Module, dtype: torch.dtype):
     computes (the 4-bit layer in its compute dtype, the int8 path in the input's)."""
     import bitsandbytes as bnb
 
-    from trainables.int8_matmul import dequantize_int8
+    from trainables.int8_matmul import dequantize_int8, int8_parts
 
     bias = module.bias
     if isinstance(module, bnb.nn.Linear4bit):
@@ -69,7 +71,7 @@ def _dense(module: torch.nn.Module, dtype: torch.dtype):
         w = bnb.functional.dequantize_4bit(module.weight.data, state).to(dtype)
         b = None if bias is None else bias.to(dtype)
         return lambda x: F.linear(x.to(dtype), w, b).to(x.dtype)
-    cb, scale = module._int8_weight, module._int8_scale
+    cb, scale = int8_parts(module)
     w = dequantize_int8(cb, scale, dtype)
 
     def int8(x: torch.Tensor) -> torch.Tensor:

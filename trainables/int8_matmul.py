@@ -51,6 +51,13 @@ def _forward(self, x: torch.Tensor) -> torch.Tensor:
     return out if self.bias is None else out + self.bias.to(out.dtype)
 
 
+def int8_parts(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The int8 weight and row scales of a layer `use_dequantized_int8` routed; None for any other layer
+    (one on bitsandbytes' own LLM.int8 path included)."""
+    cb = getattr(module, "_int8_weight", None)
+    return None if cb is None else (cb, module._int8_scale)
+
+
 def use_dequantized_int8(model: torch.nn.Module) -> int:
     """Route every bitsandbytes 8-bit linear layer of `model` through `_Int8Linear`; returns how many."""
     count = 0
