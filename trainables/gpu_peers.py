@@ -21,6 +21,11 @@ included, and a rate counts only over steps that saw one and the same number of 
 loading or compiling (CPU work, besides one step) is not counted; a killed trial's pid, reused by a
 new process before the next count removed its mark, would be (a rare overcount).
 
+**Reused workers take no turn.** A worker that compiled before (a reused one) compiles its next trial
+from its process's warm caches and compile workers: 4-6 s on a fresh H100 (issue 30, sixteenth session),
+where it had waited 4.9-5.9 s for a fresh worker's 22 s compile to end first. The turn spreads out a
+first wave; a reused worker's trial starts when another ended, already apart from its peers.
+
 A turn is waited for at most TURN_WAIT_S: a holder that hangs (the kernel only drops the lock of one
 that dies) would otherwise hold every compiled trial of its GPU; past that the trial compiles anyway.
 """
@@ -43,6 +48,12 @@ TURN_WAIT_S = 600.0  # longer than any compile seen (a fresh worker's: 8-21 s on
 def gpu_uuid(device: torch.device) -> str:
     """The GPU's UUID: the same in every process of the node, whatever CUDA_VISIBLE_DEVICES numbers it."""
     return str(torch.cuda.get_device_properties(device).uuid)
+
+
+def takes_turn(peers: bool, compiles: bool, compiled_seconds: dict[str, float]) -> bool:
+    """Whether a trial's first step waits for its GPU's compile turn: a compiled single-worker trial on a
+    GPU (`peers`) in a process that has not compiled before (`compiled_seconds`: Dynamo's timers so far)."""
+    return peers and compiles and not compiled_seconds.get("_compile.compile_inner")
 
 
 def gpu_turn(cache: Path, uuid: str) -> FileLock:

@@ -43,7 +43,7 @@ from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import DataConfig, ModelConfig, TrialConfig
 from trainables.data import prepare_data, sample_prompts
-from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, gpu_uuid, holding
+from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, gpu_uuid, holding, takes_turn
 from trainables.judging import judge_outputs
 from trainables.memory import (
     CUDA_CONTEXT_GB,
@@ -272,11 +272,11 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     # generates once after it ends, for the best trial (sweep/samples.py).
     generates = cfg.judge.backend != "none" or getattr(reporter, "generates", True)
     measured = False  # the node is told this trial's figures at its first report (ASHA may stop it next)
-    # The GPU's peers (trainables/gpu_peers.py): a compiled trial's first step waits for the compile
-    # turn; a rate is recorded for the number of trials that trained beside it, seen at every step.
+    # The GPU's peers (trainables/gpu_peers.py): a fresh worker's compiled first step waits for the
+    # compile turn; a rate is recorded for the number of trials that trained beside it, seen at every step.
     peers = device.type == "cuda" and world == 1
     uuid = gpu_uuid(device) if peers else None
-    turn = gpu_turn(cache_dir(), uuid) if peers and decision.compile else None
+    turn = gpu_turn(cache_dir(), uuid) if takes_turn(peers, decision.compile, compiled_before or {}) else None
     trainers, window, rate_known = None, RateWindow(), not peers
     with _oom_recorded(planned, run, device), contextlib.ExitStack() as marks:  # a retry plans smaller
         while state["step"] < total_steps:

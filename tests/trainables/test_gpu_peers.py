@@ -6,9 +6,11 @@ import contextlib
 import multiprocessing
 
 import pytest
+import torch
 from filelock import Timeout
 
-from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, holding
+from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, holding, takes_turn
+from trainables.model import compile_seconds
 from trainables.phases import PhaseTimer
 
 
@@ -103,3 +105,17 @@ def test_a_turn_held_too_long_is_given_up_and_the_trial_goes_on(tmp_path, monkey
             ran = True
     assert ran and "compiling without it" in caplog.text
     assert timer.seconds["compile_wait"] >= 0.05
+
+
+def test_only_a_compiled_gpu_trial_in_a_process_that_never_compiled_takes_a_turn():
+    assert takes_turn(peers=True, compiles=True, compiled_seconds={})
+    assert not takes_turn(peers=False, compiles=True, compiled_seconds={})  # CPU, or a multi-worker trial
+    assert not takes_turn(peers=True, compiles=False, compiled_seconds={})  # eager
+
+    @torch.compile(backend="eager")
+    def double(x):
+        return x * 2
+
+    assert torch.equal(double(torch.ones(3)), torch.full((3,), 2.0))
+    # This process has compiled now (Dynamo's own timers say so): as a reused worker, it takes no turn.
+    assert not takes_turn(peers=True, compiles=True, compiled_seconds=compile_seconds())
