@@ -70,6 +70,8 @@ for step in ${STEPS:-single defaults}; do
       python3 -X importtime -c "import trainables.trial" 2> "$R/imports.txt"
       sort -t'|' -k2 -n "$R/imports.txt" | tail -n 40 > "$R/imports-top.txt" ;;
     defaults|defaults2) bench 300 "$step" --skip-single ;;  # defaults2: the same again on the warm node
+    fresh1|fresh2)  # the e2e sweep on caches of its own (a fresh node's compiles) with 1 or 2 compile turns per GPU
+      QLORA_SWEEP_CACHE=/tmp/fresh-cache-$step QLORA_SWEEP_COMPILE_TURNS=${step#fresh} bench 300 "$step" --skip-single ;;
     six) bench 300 six --skip-single --sweep-sets resources.gpu=0.1666 ;;
     cap24|cap40)
       gb=${step#cap}

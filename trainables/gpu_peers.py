@@ -26,6 +26,10 @@ from its process's warm caches and compile workers: 4-6 s on a fresh H100 (issue
 where it had waited 4.9-5.9 s for a fresh worker's 22 s compile to end first. The turn spreads out a
 first wave; a reused worker's trial starts when another ended, already apart from its peers.
 
+**How many turns.** `QLORA_SWEEP_COMPILE_TURNS` trials of a GPU may compile at once (default 1). A
+fresh node's first compile leaves the GPU idle whatever the count (nothing trains yet); with 2, the
+second trial compiles beside it instead of after it, at the cost of sharing the CPU with it.
+
 A turn is waited for at most TURN_WAIT_S: a holder that hangs (the kernel only drops the lock of one
 that dies) would otherwise hold every compiled trial of its GPU; past that the trial compiles anyway.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +48,8 @@ from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 TURN_WAIT_S = 600.0  # longer than any compile seen (a fresh worker's: 8-21 s on an H100)
+TURNS_ENV = "QLORA_SWEEP_COMPILE_TURNS"
+POLL_S = 0.2  # how often a waiting trial looks for a free turn among several (one is simply waited on)
 
 
 def gpu_uuid(device: torch.device) -> str:
@@ -56,14 +63,58 @@ def takes_turn(peers: bool, compiles: bool, compiled_seconds: dict[str, float]) 
     return peers and compiles and not compiled_seconds.get("_compile.compile_inner")
 
 
-def gpu_turn(cache: Path, uuid: str) -> FileLock:
-    """The compile turn of the GPU `uuid` names: a context manager that waits for it."""
-    cache.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(cache / f"compile-turn-{uuid}.lock"))
+class Turn:
+    """One of the compile turns of a GPU: `acquire` takes whichever is free (or raises filelock's
+    Timeout); a context manager that holds one for its block."""
+
+    def __init__(self, cache: Path, uuid: str, turns: int):
+        cache.mkdir(parents=True, exist_ok=True)
+        names = [f"compile-turn-{uuid}.lock"] + [f"compile-turn-{uuid}-{i}.lock" for i in range(1, turns)]
+        self.locks = [FileLock(str(cache / name)) for name in names]
+        self.held: FileLock | None = None
+
+    def acquire(self, timeout: float) -> Turn:
+        if len(self.locks) == 1:
+            self.locks[0].acquire(timeout=timeout)
+            self.held = self.locks[0]
+            return self
+        deadline = time.monotonic() + timeout
+        while True:
+            for lock in self.locks:
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    continue
+                self.held = lock
+                return self
+            if time.monotonic() >= deadline:
+                raise Timeout(self.locks[0].lock_file)
+            time.sleep(POLL_S)
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+            self.held = None
+
+    def __enter__(self) -> Turn:
+        return self if self.held is not None else self.acquire(TURN_WAIT_S)
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def gpu_turn(cache: Path, uuid: str, turns: int | None = None) -> Turn:
+    """A compile turn of the GPU `uuid` names, one of `turns` (default: $QLORA_SWEEP_COMPILE_TURNS, else 1)."""
+    if turns is None:
+        value = os.environ.get(TURNS_ENV, "1")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{TURNS_ENV}={value!r}: a whole number of turns, 1 or more")
+        turns = int(value)
+    return Turn(cache, uuid, turns)
 
 
 @contextlib.contextmanager
-def holding(turn: FileLock | None, waiting: contextlib.AbstractContextManager) -> Iterator[None]:
+def holding(turn: Turn | None, waiting: contextlib.AbstractContextManager) -> Iterator[None]:
     """Hold `turn` for the block (no turn: just run it); `waiting` is entered while waiting for it
     (a trial's phase timer, so that the wait is a phase of its own and not part of the compile)."""
     if turn is None:

@@ -15,14 +15,19 @@ from trainables.phases import PhaseTimer
 
 
 def _enter_and_wait(kind, cache, uuid, entered, done):  # another trial's process, until told
-    with (gpu_turn if kind == "turn" else Trainers)(cache, uuid):
+    with (
+        gpu_turn(cache, uuid, 2)
+        if kind == "turns"
+        else (gpu_turn if kind == "turn" else Trainers)(cache, uuid)
+    ):
         entered.set()
         done.wait(60)
 
 
 @contextlib.contextmanager
 def _another_process(kind, cache, uuid):
-    """Another process holding the GPU's compile turn ("turn") or training on it ("trainer")."""
+    """Another process holding the GPU's compile turn ("turn"), one of its two ("turns"), or training on
+    it ("trainer")."""
     ctx = multiprocessing.get_context("spawn")
     entered, done = ctx.Event(), ctx.Event()
     other = ctx.Process(target=_enter_and_wait, args=(kind, cache, uuid, entered, done))
@@ -119,3 +124,18 @@ def test_only_a_compiled_gpu_trial_in_a_process_that_never_compiled_takes_a_turn
     assert torch.equal(double(torch.ones(3)), torch.full((3,), 2.0))
     # This process has compiled now (Dynamo's own timers say so): as a reused worker, it takes no turn.
     assert not takes_turn(peers=True, compiles=True, compiled_seconds=compile_seconds())
+
+
+def test_with_two_turns_a_second_trial_compiles_beside_the_first_and_a_third_waits(tmp_path, monkeypatch):
+    with _another_process("turns", tmp_path, "GPU-a"):
+        with gpu_turn(tmp_path, "GPU-a", 2).acquire(timeout=0):  # the second turn is free
+            with pytest.raises(Timeout):  # both are held
+                gpu_turn(tmp_path, "GPU-a", 2).acquire(timeout=0.3)
+            with pytest.raises(Timeout):  # a one-turn trial of that GPU waits too (the first turn is held)
+                gpu_turn(tmp_path, "GPU-a", 1).acquire(timeout=0)
+        monkeypatch.setenv("QLORA_SWEEP_COMPILE_TURNS", "2")
+        with gpu_turn(tmp_path, "GPU-a").acquire(timeout=0):  # the count comes from the environment
+            pass
+    monkeypatch.setenv("QLORA_SWEEP_COMPILE_TURNS", "0")
+    with pytest.raises(ValueError, match="QLORA_SWEEP_COMPILE_TURNS='0'.*1 or more"):
+        gpu_turn(tmp_path, "GPU-a")
