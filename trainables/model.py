@@ -7,7 +7,6 @@ Also counts trainable parameters from a model config alone (meta device, no weig
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 
 from evaluation.errors import ConfigError
 from trainables.bnb_cpu_fix import disable_cpu_weight_repacking
-from trainables.builtin_models import cache_dir, resolve_model_path
+from trainables.builtin_models import resolve_model_path
 from trainables.config import LoraConfig, ModelConfig, QuantizationConfig
 from trainables.int8_matmul import use_dequantized_int8
 
@@ -281,8 +280,7 @@ def compile_decoder_layers(model, backend: str = "inductor") -> int:
     graph (what torch.compile falls back to after seeing two shapes) costs speed on every step.
     Generation runs these layers eagerly (evaluation/generation.py). `backend`: tests use "aot_eager".
     """
-    # Compiled artifacts persist in our cache (not /tmp), shared by every trial of a node and across sweeps.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    # Compiled artifacts persist in our cache dir (set by trainables/__init__.py, before torch._dynamo loads).
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = getattr(base.get_decoder(), "layers", None)
     if layers is None:

@@ -84,3 +84,28 @@ def test_compiled_decoder_layers_share_one_graph(tiny_model_dir):
     model.get_base_model().get_decoder()(input_ids=ids, use_cache=False).last_hidden_state.sum().backward()
     assert counters["stats"]["unique_graphs"] - graphs == 1
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_compiled_artifacts_go_to_the_cache_dir_unless_the_user_named_another(tmp_path):
+    """torch._dynamo fixes TORCHINDUCTOR_CACHE_DIR (to /tmp/torchinductor_<user>) when it is imported;
+    a trial worker imports it through peft long before it compiles. The package sets ours first: in a
+    fresh interpreter that loads the worker's entry point, Inductor's own cache dir is under ours."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sweep.tune_reporter, trainables.trial\n"
+        "from torch._inductor.runtime.cache_dir_utils import cache_dir, triton_cache_dir\n"
+        "print(cache_dir()); print(triton_cache_dir(0))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+    env["QLORA_SWEEP_CACHE"] = str(tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        str(tmp_path / "cache" / "inductor"),
+        str(tmp_path / "cache" / "inductor" / "triton" / "0"),
+    ]
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "mine")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == str(tmp_path / "mine")
