@@ -51,10 +51,12 @@ def test_samples_decode_with_dense_weights_and_give_the_text_of_the_quantized_la
     tiny_model_dir, tmp_path, monkeypatch
 ):
     """`Samples` generates with each quantized layer's weight dequantized once (trainables/dense.py),
-    the base's and the adapter's outputs in passes of their own: the same text as the quantized layers
-    give, and the layers are quantized again afterwards."""
+    the base's and the adapter's outputs in passes of their own (the adapter merged into the copies in
+    its pass, never in the base's): the same text as the quantized layers give, and the layers are
+    quantized again afterwards."""
     import bitsandbytes as bnb
     import torch
+    from peft.tuners.lora import LoraLayer
 
     from trainables.dense import dense_weights
 
@@ -73,8 +75,8 @@ def test_samples_decode_with_dense_weights_and_give_the_text_of_the_quantized_la
 
         dense, layers = Samples(cfg), []
 
-        def counted(*a, layers=layers, **k):  # how many layers each of its generations ran dense
-            layers.append(_dense_count(a[0]))
+        def counted(*a, layers=layers, **k):  # how many layers each generation ran dense, and merged
+            layers.append((_dense_count(a[0]), _dense_count(a[0], LoraLayer)))
             return generate(*a, **k)
 
         with monkeypatch.context() as m:
@@ -83,7 +85,8 @@ def test_samples_decode_with_dense_weights_and_give_the_text_of_the_quantized_la
         quantized = [
             m for m in dense.model.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
         ]
-        assert layers == [len(quantized)] * 2 and quantized  # base, then adapter: every layer dense
+        # base, then adapter: every layer dense, and in the adapter's pass each with its adapter merged in
+        assert layers == [(len(quantized), 0), (len(quantized), len(quantized))] and quantized
         assert _dense_count(dense.model) == 0  # restored
 
         plain = Samples(cfg)  # the quantized layers' own outputs, base and adapter
@@ -102,6 +105,8 @@ def test_samples_decode_with_dense_weights_and_give_the_text_of_the_quantized_la
         assert [r["output"] for r in records] != plain_base  # the adapter did change them
 
 
-def _dense_count(model) -> int:
-    """Layers whose forward `dense_weights` has replaced."""
-    return sum(getattr(m.__dict__.get("forward"), "dense", False) for m in model.modules())
+def _dense_count(model, kind=object) -> int:
+    """Layers (of `kind`) whose forward `dense_weights` has replaced."""
+    return sum(
+        getattr(m.__dict__.get("forward"), "dense", False) for m in model.modules() if isinstance(m, kind)
+    )
