@@ -27,7 +27,14 @@ from sweep.tracking_params import looks_secret
 
 TEMPLATE_ENV = "QLORA_SWEEP_RUNTIME_ENV"  # path of the user's runtime_env YAML (else the bundled template)
 EXTRA_ENV = "QLORA_SWEEP_PASS_ENV"  # comma-separated names to pass through besides PASS_ENV
-PASS_ENV = ("MLFLOW_TRACKING_URI", SHARED_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
+PASS_ENV = (
+    "MLFLOW_TRACKING_URI",
+    SHARED_ENV,
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_ENDPOINT",
+    "QLORA_SWEEP_COMPILE_TURNS",  # read by every trial (trainables/gpu_peers.py)
+)
 TEMPLATE = Path(__file__).resolve().parent / "runtime_env.yaml"
 _REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")  # Ray expands ${NAME} on the node itself
 

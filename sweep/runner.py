@@ -130,6 +130,9 @@ def run_sweep(
     done("ray_start")
     driver["ray_start"] = max(driver["ray_start"], round(ray_start.seconds, 3))
     check_cluster(cfg)  # multi-node: shared storage and an MLflow server, before anything starts
+    from trainables.gpu_peers import compile_turns
+
+    compile_turns()  # a bad $QLORA_SWEEP_COMPILE_TURNS is refused here, not in every trial
     written = cfg.model_dump()  # what the experiment's record hashes (sweep/reuse.py)
     resources = trial_resources(cfg)  # once: it plans every combination (sweep/plan.py)
     cfg = for_cluster(cfg, resources)  # search settings left null: those of its width (sweep/width.py)

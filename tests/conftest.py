@@ -42,6 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
         cache = getattr(config, "cache", None)  # None when run with -p no:cacheprovider
         where = cache.mkdir("qlora-sweep") if cache else tempfile.mkdtemp(prefix="qlora-sweep-cache-")
         os.environ["QLORA_SWEEP_CACHE"] = str(where)
+    # Importing trainables (above) pointed Inductor's cache at the user's cache dir: the tests' own instead.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "inductor")
 
 
 @pytest.fixture(scope="session")

@@ -11,4 +11,5 @@ import os
 
 from trainables.builtin_models import cache_dir
 
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # read once, at import: set QLORA_SWEEP_CACHE before
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "inductor")

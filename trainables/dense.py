@@ -80,6 +80,7 @@ def _mergeable(lora: torch.nn.Module) -> list[str] | None:
     return active if plain else None
 
 
+@torch.no_grad()  # the copy (and a merged delta) carries no autograd history, trainable adapter or not
 def _dense(module: torch.nn.Module, dtype: torch.dtype, lora: torch.nn.Module | None = None):
     """`module`'s forward over its weight dequantized once into `dtype`, computed as its own forward
     computes (the 4-bit layer in its compute dtype, the int8 path in the input's); with `lora` (the peft

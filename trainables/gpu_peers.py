@@ -21,7 +21,8 @@ included, and a rate counts only over steps that saw one and the same number of 
 loading or compiling (CPU work, besides one step) is not counted; a killed trial's pid, reused by a
 new process before the next count removed its mark, would be (a rare overcount).
 
-**Reused workers take no turn.** A worker that compiled before (a reused one) compiles its next trial
+**Reused workers take no turn.** A worker that compiled a trial before (a reused one; noted by the
+process itself, as `torch._dynamo.reset()` clears Dynamo's timers) compiles its next trial
 from its process's warm caches and compile workers: 4-6 s on a fresh H100 (issue 30, sixteenth session),
 where it had waited 4.9-5.9 s for a fresh worker's 22 s compile to end first. The turn spreads out a
 first wave; a reused worker's trial starts when another ended, already apart from its peers.
@@ -46,6 +47,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
+from evaluation.errors import ConfigError
+
 log = logging.getLogger(__name__)
 TURN_WAIT_S = 600.0  # longer than any compile seen (a fresh worker's: 8-21 s on an H100)
 TURNS_ENV = "QLORA_SWEEP_COMPILE_TURNS"
@@ -57,10 +60,22 @@ def gpu_uuid(device: torch.device) -> str:
     return str(torch.cuda.get_device_properties(device).uuid)
 
 
-def takes_turn(peers: bool, compiles: bool, compiled_seconds: dict[str, float]) -> bool:
+_compiled_here = (
+    False  # this process has run a compiled first step (Dynamo's own timers: reset() clears them)
+)
+
+
+def compiled_here() -> None:
+    """Note that this process has compiled a trial (after its first compiled step): it is a reused
+    worker from now on, with warm caches, and takes no turn."""
+    global _compiled_here
+    _compiled_here = True
+
+
+def takes_turn(peers: bool, compiles: bool) -> bool:
     """Whether a trial's first step waits for its GPU's compile turn: a compiled single-worker trial on a
-    GPU (`peers`) in a process that has not compiled before (`compiled_seconds`: Dynamo's timers so far)."""
-    return peers and compiles and not compiled_seconds.get("_compile.compile_inner")
+    GPU (`peers`) in a process that has not compiled a trial before."""
+    return peers and compiles and not _compiled_here
 
 
 class Turn:
@@ -74,6 +89,10 @@ class Turn:
         self.held: FileLock | None = None
 
     def acquire(self, timeout: float) -> Turn:
+        if (
+            self.held is not None
+        ):  # held already (filelock would count a second hold, and keep the file locked)
+            return self
         if len(self.locks) == 1:
             self.locks[0].acquire(timeout=timeout)
             self.held = self.locks[0]
@@ -103,14 +122,18 @@ class Turn:
         self.release()
 
 
+def compile_turns() -> int:
+    """How many trials of a GPU may compile at once: $QLORA_SWEEP_COMPILE_TURNS, else 1 (the sweep's
+    preflight checks it before any trial starts)."""
+    value = os.environ.get(TURNS_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(TURNS_ENV, value, "a whole number of turns, 1 or more")
+    return int(value)
+
+
 def gpu_turn(cache: Path, uuid: str, turns: int | None = None) -> Turn:
-    """A compile turn of the GPU `uuid` names, one of `turns` (default: $QLORA_SWEEP_COMPILE_TURNS, else 1)."""
-    if turns is None:
-        value = os.environ.get(TURNS_ENV, "1")
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{TURNS_ENV}={value!r}: a whole number of turns, 1 or more")
-        turns = int(value)
-    return Turn(cache, uuid, turns)
+    """A compile turn of the GPU `uuid` names, one of `turns` (default: `compile_turns()`)."""
+    return Turn(cache, uuid, compile_turns() if turns is None else turns)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ from trainables.builtin_models import cache_dir
 from trainables.checkpoint import full_state, load_checkpoint, save_checkpoint
 from trainables.config import DataConfig, ModelConfig, TrialConfig
 from trainables.data import prepare_data, sample_prompts
-from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, gpu_uuid, holding, takes_turn
+from trainables.gpu_peers import RateWindow, Trainers, compiled_here, gpu_turn, gpu_uuid, holding, takes_turn
 from trainables.judging import judge_outputs
 from trainables.memory import (
     CUDA_CONTEXT_GB,
@@ -276,7 +276,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
     # compile turn; a rate is recorded for the number of trials that trained beside it, seen at every step.
     peers = device.type == "cuda" and world == 1
     uuid = gpu_uuid(device) if peers else None
-    turn = gpu_turn(cache_dir(), uuid) if takes_turn(peers, decision.compile, compiled_before or {}) else None
+    turn = gpu_turn(cache_dir(), uuid) if takes_turn(peers, decision.compile) else None
     trainers, window, rate_known = None, RateWindow(), not peers
     with _oom_recorded(planned, run, device), contextlib.ExitStack() as marks:  # a retry plans smaller
         while state["step"] < total_steps:
@@ -320,6 +320,7 @@ def run_trial(cfg: TrialConfig, reporter: Reporter | None = None, strategy: str 
             first_tokens += step_tokens if step == first_step else 0
             if step == first_step and compiled_before is not None:  # what the compile's seconds went to
                 fixed["compile_stages"] = compile_stages(compiled_before)
+                compiled_here()
             if step == first_step and peers:
                 trainers = marks.enter_context(Trainers(cache_dir(), uuid))
                 window.restart(state["tokens"], timer.seconds.get("train", 0.0))

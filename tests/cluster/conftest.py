@@ -29,7 +29,15 @@ BIN = Path(sys.executable).parent  # the venv's `ray`, `qlora-sweep` and `python
 START_DEADLINE_S = 300
 # Not inherited from the pytest process: its Ray address, its cache, and whatever a submission
 # would pass on (the tests set exactly what they mean to pass).
-UNSET = {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "QLORA_SWEEP_CACHE", EXTRA_ENV, TEMPLATE_ENV, *PASS_ENV}
+UNSET = {
+    "RAY_ADDRESS",
+    "RAY_API_SERVER_ADDRESS",
+    "QLORA_SWEEP_CACHE",
+    "TORCHINDUCTOR_CACHE_DIR",  # each node's own, under its own cache (trainables/__init__.py)
+    EXTRA_ENV,
+    TEMPLATE_ENV,
+    *PASS_ENV,
+}
 
 
 def kill_tree(pid: int) -> None:

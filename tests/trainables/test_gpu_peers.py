@@ -9,8 +9,8 @@ import pytest
 import torch
 from filelock import Timeout
 
+from evaluation.errors import ConfigError
 from trainables.gpu_peers import RateWindow, Trainers, gpu_turn, holding, takes_turn
-from trainables.model import compile_seconds
 from trainables.phases import PhaseTimer
 
 
@@ -112,18 +112,16 @@ def test_a_turn_held_too_long_is_given_up_and_the_trial_goes_on(tmp_path, monkey
     assert timer.seconds["compile_wait"] >= 0.05
 
 
-def test_only_a_compiled_gpu_trial_in_a_process_that_never_compiled_takes_a_turn():
-    assert takes_turn(peers=True, compiles=True, compiled_seconds={})
-    assert not takes_turn(peers=False, compiles=True, compiled_seconds={})  # CPU, or a multi-worker trial
-    assert not takes_turn(peers=True, compiles=False, compiled_seconds={})  # eager
+def test_only_a_compiled_gpu_trial_in_a_process_that_never_compiled_takes_a_turn(monkeypatch):
+    from trainables import gpu_peers
 
-    @torch.compile(backend="eager")
-    def double(x):
-        return x * 2
-
-    assert torch.equal(double(torch.ones(3)), torch.full((3,), 2.0))
-    # This process has compiled now (Dynamo's own timers say so): as a reused worker, it takes no turn.
-    assert not takes_turn(peers=True, compiles=True, compiled_seconds=compile_seconds())
+    monkeypatch.setattr(gpu_peers, "_compiled_here", False)  # a fresh worker
+    assert takes_turn(peers=True, compiles=True)
+    assert not takes_turn(peers=False, compiles=True)  # CPU, or a multi-worker trial
+    assert not takes_turn(peers=True, compiles=False)  # eager
+    gpu_peers.compiled_here()  # its first compiled step ran: a reused worker from now on
+    torch._dynamo.reset()  # as a new activation budget or many kept graphs do: it stays a reused worker
+    assert not takes_turn(peers=True, compiles=True)
 
 
 def test_with_two_turns_a_second_trial_compiles_beside_the_first_and_a_third_waits(tmp_path, monkeypatch):
@@ -137,5 +135,5 @@ def test_with_two_turns_a_second_trial_compiles_beside_the_first_and_a_third_wai
         with gpu_turn(tmp_path, "GPU-a").acquire(timeout=0):  # the count comes from the environment
             pass
     monkeypatch.setenv("QLORA_SWEEP_COMPILE_TURNS", "0")
-    with pytest.raises(ValueError, match="QLORA_SWEEP_COMPILE_TURNS='0'.*1 or more"):
+    with pytest.raises(ConfigError, match="QLORA_SWEEP_COMPILE_TURNS.*'0'.*1 or more"):
         gpu_turn(tmp_path, "GPU-a")
