@@ -12,10 +12,11 @@ order (greedy text can differ where two tokens tie in bf16).
 
 An adapter over a dense layer is merged into that layer's copy (W + scaling x B @ A, peft's own
 `get_delta_weight`): a launch-bound decode step then runs one matmul per layer instead of three (the
-e2e's samples took 7.8-14 s to generate on an H100, where the base's pass alone takes ~2.6 s; issue 30). The merged sum is in the
-copy's dtype, as a merged adapter computes (peft's `merge_and_unload`); text can differ from the unmerged
-adapter's where two tokens tie. A layer whose adapters are disabled (the base's pass) or of a kind peft
-does not merge as a plain delta (DoRA and the other variants, a LoRA bias) is not merged.
+e2e's samples took 7.8-14 s to generate on an H100, where the base's pass alone takes ~2.6 s; issue 30).
+The merged sum is in the copy's dtype, as a merged adapter computes (peft's `merge_and_unload`); text can
+differ from the unmerged adapter's where two tokens tie. A layer whose adapters are disabled (the base's
+pass) or of a kind peft does not merge as a plain delta (DoRA and the other variants, a LoRA bias) is not
+merged.
 """
 
 from __future__ import annotations

@@ -60,9 +60,8 @@ def gpu_uuid(device: torch.device) -> str:
     return str(torch.cuda.get_device_properties(device).uuid)
 
 
-_compiled_here = (
-    False  # this process has run a compiled first step (Dynamo's own timers: reset() clears them)
-)
+# Whether this process has run a compiled first step (not Dynamo's own timers: reset() clears them).
+_compiled_here = False
 
 
 def compiled_here() -> None:
@@ -89,9 +88,8 @@ class Turn:
         self.held: FileLock | None = None
 
     def acquire(self, timeout: float) -> Turn:
-        if (
-            self.held is not None
-        ):  # held already (filelock would count a second hold, and keep the file locked)
+        # Held already: filelock would count a second hold, and keep the file locked after one release.
+        if self.held is not None:
             return self
         if len(self.locks) == 1:
             self.locks[0].acquire(timeout=timeout)
