@@ -22,7 +22,7 @@ merged.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -82,10 +82,15 @@ def _mergeable(lora: torch.nn.Module) -> list[str] | None:
 
 
 @torch.no_grad()  # the copy (and a merged delta) carries no autograd history, trainable adapter or not
-def _dense(module: torch.nn.Module, dtype: torch.dtype, lora: torch.nn.Module | None = None):
+def _dense(
+    module: torch.nn.Module,
+    dtype: torch.dtype,
+    lora: torch.nn.Module | None = None,
+    adapters: Iterable[str] = (),
+):
     """`module`'s forward over its weight dequantized once into `dtype`, computed as its own forward
     computes (the 4-bit layer in its compute dtype, the int8 path in the input's); with `lora` (the peft
-    layer wrapping it), that layer's forward, its active adapters merged into the copy."""
+    layer wrapping it), that layer's forward, its `adapters` (`_mergeable`'s) merged into the copy."""
     import bitsandbytes as bnb
 
     from trainables.int8_matmul import dequantize_int8, int8_parts
@@ -97,7 +102,7 @@ def _dense(module: torch.nn.Module, dtype: torch.dtype, lora: torch.nn.Module | 
     else:
         cb, scale = int8_parts(module)
         w = dequantize_int8(cb, scale, dtype)
-    for adapter in _mergeable(lora) if lora is not None else ():
+    for adapter in adapters:
         w += lora.get_delta_weight(adapter).to(dtype)
     if isinstance(module, bnb.nn.Linear4bit) or lora is not None:
         b = None if bias is None else bias.to(dtype)
@@ -120,20 +125,23 @@ def dense_weights(model: torch.nn.Module, budget: int | None = None) -> Iterator
     dtype = model.get_input_embeddings().weight.dtype
     left = room(next(model.parameters()).device) if budget is None else budget
     swapped: list[tuple[torch.nn.Module, object]] = []
-    merged: set[int] = set()  # base layers their LoRA layer (met first: modules() is pre-order) runs
+    done: set[int] = (
+        set()
+    )  # layers already run dense (a base layer by its LoRA layer: modules() is pre-order)
     try:
         for module in model.modules():
-            wrapper = module if isinstance(module, LoraLayer) and _mergeable(module) else None
+            adapters = _mergeable(module) if isinstance(module, LoraLayer) else None
+            wrapper = module if adapters else None
             layer = module.get_base_layer() if wrapper is not None else module
             target = _dense_dtype(layer, dtype)
-            if target is None or id(module) in merged:
+            if target is None or id(module) in done:
                 continue
             size = layer.in_features * layer.out_features * target.itemsize
             if size > left:
                 continue
             left -= size
-            forward = _dense(layer, target, wrapper)
-            merged.add(id(layer))
+            forward = _dense(layer, target, wrapper, adapters or ())
+            done.add(id(layer))
             swapped.append((module, module.__dict__.get("forward")))
             module.forward, forward.dense = forward, True
         yield len(swapped)
